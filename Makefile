@@ -1,0 +1,33 @@
+# Every target sets itself up from nothing: the virtualenv is (re)built when pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv run test test-fast test-k8s lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[node,operator,dev]'
+	touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m walletnode.devcluster
+
+test: $(STAMP)
+	hack/host-deps
+	$(BIN)/ruff check node operator tests
+	$(BIN)/pytest tests
+
+test-fast: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check node operator tests
+	$(BIN)/mypy node/walletnode
+
+clean:
+	rm -rf $(VENV) .run

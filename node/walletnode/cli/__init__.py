@@ -1,0 +1,1 @@
+"""Command-line entry points: `walletnode` (a ledger node) and `walletctl` (the client)."""

@@ -1,0 +1,248 @@
+"""The pysyncobj adapter: the only module that imports the Raft engine.
+
+`RaftReplicator` runs a pysyncobj node whose journal is `DurableJournal` and whose snapshots are
+`snapshot.py` files, whose peer connections are encrypted and authenticated with the cluster
+secret (pysyncobj messages are pickles: an unauthenticated peer port would be remote code
+execution), and which hands every committed entry to a `StateMachine`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pysyncobj.syncobj as _syncobj_module
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.node import TCPNode
+from pysyncobj.transport import TCPTransport
+
+from . import snapshot
+from .durable import fsync_dir, fsync_file
+from .journal import DurableJournal
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[Any, "Outcome"], None]
+
+
+class Outcome:
+    """How a proposal ended, in terms the HTTP layer can act on."""
+
+    APPLIED = "applied"
+    NO_LEADER = "no_leader"  # not appended anywhere: safe to retry
+    UNKNOWN = "unknown"  # may or may not have been applied: retry with the same ids
+
+
+def _outcome(error: int) -> str:
+    if error == FAIL_REASON.SUCCESS:
+        return Outcome.APPLIED
+    if error in (FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.REQUEST_DENIED):
+        return Outcome.NO_LEADER
+    return Outcome.UNKNOWN
+
+
+class StateMachine(Protocol):
+    """What the replicated state must offer the engine. Called only from the Raft thread."""
+
+    def apply(self, entry: bytes) -> Any: ...
+    def dump(self) -> bytes: ...
+    def restore(self, state: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class RaftSettings:
+    heartbeat_s: float = 0.1
+    election_min_s: float = 0.5
+    election_max_s: float = 1.0
+    compact_entries: int = 2000
+    compact_seconds: int = 60
+    compact_bytes: int = 256 << 20
+
+
+# pysyncobj builds its journal from `conf.journalFile` through this module-level factory; let it
+# accept a ready journal object so ours (durable) is used without forking the library.
+_original_create_journal = _syncobj_module.createJournal
+
+
+def _create_journal(journal_file: Any) -> Any:
+    if isinstance(journal_file, DurableJournal):
+        return journal_file
+    return _original_create_journal(journal_file)
+
+
+_syncobj_module.createJournal = _create_journal
+
+
+class _SyncingTransport(TCPTransport):
+    """Make the journal durable before any message leaves: acks and votes imply fsync'd state."""
+
+    def send(self, node: Any, message: Any) -> bool:
+        self._syncObj.sync_journal()
+        return bool(super().send(node, message))
+
+
+class _Engine(SyncObj):
+    def __init__(
+        self,
+        self_address: str,
+        peers: list[str],
+        conf: SyncObjConf,
+        journal: DurableJournal,
+        machine: StateMachine,
+    ) -> None:
+        self._journal = journal
+        self._machine = machine
+        super().__init__(self_address, peers, conf, transportClass=_SyncingTransport)
+
+    def sync_journal(self) -> None:
+        self._journal.sync()
+
+    @replicated
+    def apply_entry(self, entry: bytes) -> Any:
+        return self._machine.apply(entry)
+
+    @replicated
+    def barrier(self) -> None:
+        """An empty entry: once it is applied here, this replica has seen every earlier commit."""
+        return None
+
+
+class RaftReplicator:
+    """One Raft member: propose entries, read barriers, membership, status."""
+
+    def __init__(
+        self,
+        self_address: str,
+        peers: list[str],
+        data_dir: str,
+        secret: str,
+        machine: StateMachine,
+        settings: RaftSettings = RaftSettings(),
+        bind_address: str | None = None,
+    ) -> None:
+        os.makedirs(data_dir, exist_ok=True)
+        self._machine = machine
+        self._dir = data_dir
+        self._snapshot_path = os.path.join(data_dir, "ledger.snapshot")
+        self.journal = DurableJournal(
+            data_dir,
+            before_discard=self._make_snapshot_durable,
+            snapshot_tail=snapshot.read_tail(self._snapshot_path),
+        )
+        conf = SyncObjConf(
+            password=secret,
+            bindAddress=bind_address,
+            journalFile=self.journal,
+            fullDumpFile=self._snapshot_path,
+            serializer=self._write_snapshot,
+            deserializer=self._read_snapshot,
+            dynamicMembershipChange=True,
+            appendEntriesUseBatch=False,  # we group commands ourselves; send each entry at once
+            appendEntriesBatchSizeBytes=64 << 20,  # never split an entry (see docs/architecture.md)
+            appendEntriesPeriod=settings.heartbeat_s,
+            raftMinTimeout=settings.election_min_s,
+            raftMaxTimeout=settings.election_max_s,
+            connectionTimeout=max(3.5, settings.election_max_s * 2),
+            connectionRetryTime=0.5,
+            leaderFallbackTimeout=max(settings.election_max_s * 2, 2.0),
+            logCompactionMinEntries=settings.compact_entries,
+            logCompactionMinTime=settings.compact_seconds,
+            commandsWaitLeader=True,
+            sendBufferSize=4 << 20,
+            recvBufferSize=4 << 20,
+            bindRetryTime=0.2,
+        )
+        self._compact_bytes = settings.compact_bytes
+        self._engine = _Engine(self_address, peers, conf, self.journal, machine)
+        self._engine.addOnTickCallback(self._on_tick)
+
+    # -- proposals --------------------------------------------------------------------------
+
+    def propose(self, entry: bytes, callback: Callback) -> None:
+        """Replicate `entry`; `callback(result, outcome)` runs on the Raft thread once it is
+        applied on this node (result is the state machine's return value) or has failed."""
+        self._engine.apply_entry(entry, callback=lambda res, err: callback(res, _outcome(err)))
+
+    def barrier(self, callback: Callback) -> None:
+        """Call back once this node has applied everything committed before the call."""
+        self._engine.barrier(callback=lambda res, err: callback(res, _outcome(err)))
+
+    # -- membership -------------------------------------------------------------------------
+
+    def add_member(self, address: str, callback: Callback) -> None:
+        self._engine.addNodeToCluster(address, callback=lambda res, err: callback(res, _outcome(err)))
+
+    def remove_member(self, address: str, callback: Callback) -> None:
+        self._engine.removeNodeFromCluster(address, callback=lambda res, err: callback(res, _outcome(err)))
+
+    def transfer_leadership(self, address: str | None, callback: Callback) -> None:
+        self._engine.transferLeadership(address, callback=lambda res, err: callback(res, _outcome(err)))
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        raw = self._engine.getStatus()
+        members = sorted(
+            [str(raw["self"])]
+            + [
+                key[len("partner_node_status_server_") :]
+                for key in raw
+                if key.startswith("partner_node_status_server_")
+            ]
+        )
+        connected = {
+            key[len("partner_node_status_server_") :]: value == 2
+            for key, value in raw.items()
+            if key.startswith("partner_node_status_server_")
+        }
+        match = {
+            key[len("match_idx_server_") :]: value for key, value in raw.items() if key.startswith("match_idx_server_")
+        }
+        leader = raw["leader"]
+        return {
+            "role": {0: "follower", 1: "candidate", 2: "leader"}[raw["state"]],
+            "term": raw["raft_term"],
+            "leader": str(leader) if leader is not None else None,
+            "commit_index": raw["commit_idx"],
+            "applied_index": raw["last_applied"],
+            "log_length": raw["log_len"],
+            "journal_bytes": self.journal.size_bytes,
+            "has_quorum": raw["has_quorum"],
+            "members": members,
+            "connected": connected,
+            "match_index": match,
+        }
+
+    @property
+    def is_leader(self) -> bool:
+        return bool(self._engine._isLeader())
+
+    def destroy(self) -> None:
+        self._engine.destroy()
+        self.journal.close()
+
+    # -- engine hooks (Raft thread) ---------------------------------------------------------
+
+    def _on_tick(self) -> None:
+        if self.journal.size_bytes > self._compact_bytes:
+            self._engine.forceLogCompaction()
+
+    def _write_snapshot(self, path: str, data: tuple[Any, Any, Any]) -> None:
+        last, previous, cluster = data
+        header = snapshot.Header(last=last, previous=previous, members=sorted(n.id for n in cluster))
+        snapshot.write(path, header, self._machine.dump())
+
+    def _read_snapshot(self, path: str) -> tuple[Any, Any, Any]:
+        header, state = snapshot.read(path)
+        self._machine.restore(state)
+        return header.last, header.previous, {TCPNode(m) for m in header.members}
+
+    def _make_snapshot_durable(self) -> None:
+        # pysyncobj renamed the snapshot into place without syncing; do it before the journal
+        # drops the entries the snapshot replaces.
+        if os.path.exists(self._snapshot_path):
+            fsync_file(self._snapshot_path)
+        fsync_dir(self._dir)

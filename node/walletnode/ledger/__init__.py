@@ -1,0 +1,1 @@
+"""The pure core: commands, signatures, and the deterministic ledger state machine."""

@@ -1,0 +1,143 @@
+"""Ledger commands, their canonical signing bytes and the Raft entry that carries a batch of them.
+
+One set of structs serves the JSON API (hex strings, validated by msgspec on decode) and the
+replicated log (msgpack, array-like, so an entry is compact and its bytes are deterministic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import Annotated, ClassVar
+
+import msgspec
+
+DOMAIN = b"walletcluster/v1\x00"
+MAX_AMOUNT = 2**63 - 1
+MAX_BATCH = 8190
+
+Hex32 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$", description="128-bit id, 32 lowercase hex chars")]
+Key = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$", description="ed25519 public key, 64 lowercase hex chars")]
+Signature = Annotated[
+    str, msgspec.Meta(pattern="^[0-9a-f]{128}$", description="ed25519 signature, 128 lowercase hex chars")
+]
+CurrencyCode = Annotated[str, msgspec.Meta(pattern="^[A-Z][A-Z0-9]{0,11}$", description="currency code")]
+Amount = Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT, description="integer minor units")]
+Scale = Annotated[int, msgspec.Meta(ge=0, le=18, description="decimal places of the currency")]
+
+
+class _Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind"):
+    id: Hex32
+
+    KIND: ClassVar[int] = 0
+
+    def signer(self) -> str:
+        raise NotImplementedError
+
+    def fields_bytes(self) -> bytes:
+        raise NotImplementedError
+
+    def signing_bytes(self, cluster_id: str) -> bytes:
+        """The exact bytes an ed25519 signature covers (docs/api.md, "Signing")."""
+        cid = cluster_id.encode()
+        return b"".join(
+            (DOMAIN, bytes((len(cid),)), cid, bytes((self.KIND,)), bytes.fromhex(self.id), self.fields_bytes())
+        )
+
+
+def _code_bytes(code: str) -> bytes:
+    raw = code.encode("ascii")
+    return bytes((len(raw),)) + raw
+
+
+class CreateCurrency(_Command, frozen=True, tag="create_currency"):
+    minter: Key
+    code: CurrencyCode
+    scale: Scale
+    signature: Signature
+
+    KIND: ClassVar[int] = 1
+
+    def signer(self) -> str:
+        return self.minter
+
+    def fields_bytes(self) -> bytes:
+        return bytes.fromhex(self.minter) + _code_bytes(self.code) + bytes((self.scale,))
+
+
+class Mint(_Command, frozen=True, tag="mint"):
+    minter: Key
+    to: Key
+    currency: CurrencyCode
+    amount: Amount
+    signature: Signature
+
+    KIND: ClassVar[int] = 2
+
+    def signer(self) -> str:
+        return self.minter
+
+    def fields_bytes(self) -> bytes:
+        return (
+            bytes.fromhex(self.minter)
+            + bytes.fromhex(self.to)
+            + _code_bytes(self.currency)
+            + struct.pack(">Q", self.amount)
+        )
+
+
+class Transfer(_Command, frozen=True, tag="transfer", rename={"from_": "from"}):
+    from_: Key
+    to: Key
+    currency: CurrencyCode
+    amount: Amount
+    signature: Signature
+
+    KIND: ClassVar[int] = 3
+
+    def signer(self) -> str:
+        return self.from_
+
+    def fields_bytes(self) -> bytes:
+        return (
+            bytes.fromhex(self.from_)
+            + bytes.fromhex(self.to)
+            + _code_bytes(self.currency)
+            + struct.pack(">Q", self.amount)
+        )
+
+
+Command = CreateCurrency | Mint | Transfer
+
+
+class Configure(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+    """Cluster configuration replicated through the log, so every replica judges minters alike."""
+
+    minters: tuple[str, ...]
+
+
+class Entry(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+    """One Raft entry: a group-committed batch of verified commands, or a configuration change."""
+
+    commands: tuple[Command, ...] = ()
+    configure: Configure | None = None
+
+
+_entry_encoder = msgspec.msgpack.Encoder()
+_entry_decoder = msgspec.msgpack.Decoder(Entry)
+
+
+def encode_entry(entry: Entry) -> bytes:
+    return _entry_encoder.encode(entry)
+
+
+def decode_entry(data: bytes) -> Entry:
+    return _entry_decoder.decode(data)
+
+
+def chain(previous: bytes, entry_bytes: bytes) -> bytes:
+    """Audit hash chain: h_i = sha256(h_{i-1} || entry_bytes)."""
+    return hashlib.sha256(previous + entry_bytes).digest()
+
+
+GENESIS = bytes(32)

@@ -1,0 +1,1 @@
+"""The node's adapters around the pure ledger: replicated state, group commit, HTTP API."""

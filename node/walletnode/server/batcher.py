@@ -1,0 +1,140 @@
+"""Group commit: concurrent requests on one node become one Raft entry.
+
+Requests queue here; whenever fewer than `max_inflight` entries are being replicated, everything
+queued (up to `max_entry_commands`) is proposed as one entry. Under load, entries grow and fsyncs
+are shared; when idle, a lone request is proposed at once. Linearizable reads queue the same way
+and share one read barrier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..consensus.raft import Outcome, RaftReplicator
+from ..ledger.codes import Code
+from ..ledger.commands import Command, Entry, encode_entry
+
+
+class Unavailable(Exception):
+    """Nothing was applied (no leader / no quorum); the request may be retried as is."""
+
+
+class OutcomeUnknown(Exception):
+    """The entry may or may not have been applied; retry with the same ids to find out."""
+
+
+@dataclass
+class _Pending:
+    commands: list[Command]
+    future: asyncio.Future[list[Code]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        replicator: RaftReplicator,
+        max_entry_commands: int = 16380,
+        max_inflight: int = 4,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._raft = replicator
+        self._loop = asyncio.get_running_loop()
+        self._max_commands = max_entry_commands
+        self._max_inflight = max_inflight
+        self._timeout = timeout_s
+        self._queue: list[_Pending] = []
+        self._readers: list[asyncio.Future[None]] = []
+        self._inflight = 0
+        self._barrier_inflight = False
+        self.entries_proposed = 0
+
+    async def submit(self, commands: list[Command]) -> list[Code]:
+        pending = _Pending(list(commands))
+        self._queue.append(pending)
+        self._flush()
+        return await self._wait(pending.future)
+
+    async def propose(self, entry: Entry) -> list[Code]:
+        """Propose a ready-made entry on its own (configuration changes)."""
+        future: asyncio.Future[list[Code]] = self._loop.create_future()
+        self._raft.propose(encode_entry(entry), self._resolver([(0, future)]))
+        return await self._wait(future)
+
+    async def read_barrier(self) -> None:
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._readers.append(future)
+        self._flush_readers()
+        await self._wait(future)
+
+    async def _wait(self, future: asyncio.Future[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
+        except TimeoutError:
+            raise OutcomeUnknown("timed out waiting for the cluster") from None
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        while self._queue and self._inflight < self._max_inflight:
+            batch: list[_Pending] = []
+            count = 0
+            while self._queue and (not batch or count + len(self._queue[0].commands) <= self._max_commands):
+                item = self._queue.pop(0)
+                batch.append(item)
+                count += len(item.commands)
+            commands = tuple(c for item in batch for c in item.commands)
+            self._inflight += 1
+            self.entries_proposed += 1
+            slices = [(len(item.commands), item.future) for item in batch]
+            self._raft.propose(encode_entry(Entry(commands=commands)), self._resolver(slices, counted=True))
+
+    def _resolver(self, slices: list[tuple[int, asyncio.Future[list[Code]]]], counted: bool = False) -> Any:
+        def on_raft_thread(result: Any, outcome: str) -> None:
+            self._loop.call_soon_threadsafe(self._resolve, slices, result, outcome, counted)
+
+        return on_raft_thread
+
+    def _resolve(
+        self, slices: list[tuple[int, asyncio.Future[list[Code]]]], result: Any, outcome: str, counted: bool
+    ) -> None:
+        if counted:
+            self._inflight -= 1
+        start = 0
+        for count, future in slices:
+            if future.done():
+                start += count
+                continue
+            if outcome == Outcome.APPLIED:
+                future.set_result(result[start : start + count] if count else result)
+            elif outcome == Outcome.NO_LEADER:
+                future.set_exception(Unavailable("no leader with a quorum"))
+            else:
+                future.set_exception(OutcomeUnknown("leadership changed before the entry committed"))
+            start += count
+        self._flush()
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _flush_readers(self) -> None:
+        if self._barrier_inflight or not self._readers:
+            return
+        readers, self._readers = self._readers, []
+        self._barrier_inflight = True
+
+        def on_raft_thread(_result: Any, outcome: str) -> None:
+            self._loop.call_soon_threadsafe(self._release_readers, readers, outcome)
+
+        self._raft.barrier(on_raft_thread)
+
+    def _release_readers(self, readers: list[asyncio.Future[None]], outcome: str) -> None:
+        self._barrier_inflight = False
+        for future in readers:
+            if future.done():
+                continue
+            if outcome == Outcome.APPLIED:
+                future.set_result(None)
+            else:
+                future.set_exception(Unavailable("no leader with a quorum"))
+        self._flush_readers()

@@ -1,0 +1,266 @@
+"""The OpenAPI 3.1 document of the node's API, derived from the msgspec schemas, and /docs."""
+
+from __future__ import annotations
+
+import functools
+import html as html_lib
+from typing import Any
+
+import msgspec
+
+from .. import __version__
+from .schemas import (
+    Balances,
+    BatchResults,
+    Currencies,
+    CurrencyBatch,
+    Error,
+    History,
+    HistoryItem,
+    LeadershipTransfer,
+    MemberChange,
+    MintBatch,
+    Status,
+    TransferBatch,
+)
+
+REF = "#/components/schemas/{name}"
+KEY_PARAM = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    "description": "account (ed25519 public key)",
+}
+CONSISTENCY = {
+    "name": "consistency",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": ["linearizable", "stale"], "default": "linearizable"},
+    "description": "linearizable (read barrier through the leader) or stale (this replica, now)",
+}
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": REF.format(name=name)}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "invalid input",
+        401: "missing or wrong cluster secret",
+        404: "not found",
+        409: "not applied",
+        413: "body too large",
+        503: "cluster unavailable or outcome unknown",
+    }
+    return {str(s): {"description": text[s], "content": _json("Error")} for s in statuses}
+
+
+def _batch(summary: str, body: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": _json(body)},
+            "responses": {
+                "200": {"description": "one result per command, in order", "content": _json("BatchResults")},
+                **_errors(400, 413, 503),
+            },
+        }
+    }
+
+
+def _get(summary: str, body: str, params: list[dict[str, Any]], errors: tuple[int, ...] = (400, 503)) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": params,
+            "responses": {"200": {"description": "ok", "content": _json(body)}, **_errors(*errors)},
+        }
+    }
+
+
+def _plain(summary: str, media: str) -> dict[str, Any]:
+    return {
+        "get": {"summary": summary, "responses": {"200": {"description": "ok", "content": {media: {"schema": {}}}}}}
+    }
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        [
+            CurrencyBatch,
+            MintBatch,
+            TransferBatch,
+            BatchResults,
+            Balances,
+            History,
+            HistoryItem,
+            Currencies,
+            Status,
+            Error,
+            MemberChange,
+            LeadershipTransfer,
+        ],
+        ref_template=REF,
+    )
+    admin = [{"bearerAuth": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "walletcluster ledger node",
+            "version": __version__,
+            "description": "Raft-replicated, ed25519-signed, multi-currency wallet ledger. "
+            "Signing format: docs/api.md.",
+        },
+        "paths": {
+            "/v1/currencies": {
+                **_batch("Create currencies (minters only)", "CurrencyBatch"),
+                **_get("List currencies with scale and supply", "Currencies", [CONSISTENCY]),
+            },
+            "/v1/mint": _batch("Mint money (minters only)", "MintBatch"),
+            "/v1/transfers": _batch("Transfer money (signed by the sender)", "TransferBatch"),
+            "/v1/transfers/{id}": _get(
+                "A command by id",
+                "HistoryItem",
+                [
+                    {
+                        "name": "id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                    },
+                    CONSISTENCY,
+                ],
+                (400, 404, 503),
+            ),
+            "/v1/accounts/{key}/balances": _get(
+                "Balances of an account (0 for unknown accounts)",
+                "Balances",
+                [
+                    KEY_PARAM,
+                    CONSISTENCY,
+                    {
+                        "name": "currency",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^[A-Z][A-Z0-9]{0,11}$"},
+                    },
+                    {
+                        "name": "attest",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["false", "true"]},
+                        "description": "sign (index, audit hash, answer) with the node's identity key",
+                    },
+                ],
+            ),
+            "/v1/accounts/{key}/transfers": _get(
+                "History of an account, oldest first",
+                "History",
+                [
+                    KEY_PARAM,
+                    CONSISTENCY,
+                    {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+            ),
+            "/v1/events": {
+                "get": {
+                    "summary": "Server-Sent Events of applied entries (resume with Last-Event-ID)",
+                    "parameters": [
+                        {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}}
+                    ],
+                    "responses": {
+                        "200": {"description": "event stream", "content": {"text/event-stream": {"schema": {}}}},
+                        **_errors(400),
+                    },
+                }
+            },
+            "/v1/status": _get("Node and cluster status", "Status", [], ()),
+            "/v1/members": {
+                "post": {
+                    "summary": "Add a Raft member (operator; needs the cluster secret)",
+                    "security": admin,
+                    "requestBody": {"required": True, "content": _json("MemberChange")},
+                    "responses": {"200": {"description": "added"}, **_errors(400, 401, 409)},
+                }
+            },
+            "/v1/members/{address}": {
+                "delete": {
+                    "summary": "Remove a Raft member (operator; needs the cluster secret)",
+                    "security": admin,
+                    "parameters": [{"name": "address", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "removed"}, **_errors(400, 401, 409)},
+                }
+            },
+            "/v1/leadership": {
+                "post": {
+                    "summary": "Transfer leadership (operator; needs the cluster secret)",
+                    "security": admin,
+                    "requestBody": {"required": True, "content": _json("LeadershipTransfer")},
+                    "responses": {"200": {"description": "transferred"}, **_errors(400, 401, 409)},
+                }
+            },
+            "/healthz": _plain("Liveness", "application/json"),
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness (leader known, minters replicated)",
+                    "responses": {"200": {"description": "ready"}, **_errors(503)},
+                }
+            },
+            "/metrics": _plain("Prometheus metrics", "text/plain"),
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+@functools.cache
+def document_bytes() -> bytes:
+    return msgspec.json.encode(document())
+
+
+def _pretty(value: Any) -> str:
+    return msgspec.json.format(msgspec.json.encode(value)).decode()
+
+
+@functools.cache
+def html() -> str:
+    """A self-contained page (no CDN: clusters often have no internet) listing every operation."""
+    doc = document()
+    rows = []
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            params = ", ".join(p["name"] for p in op.get("parameters", []))
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            body_name = body.get("$ref", "").rsplit("/", 1)[-1]
+            rows.append(
+                f"<tr><td><code>{method.upper()}</code></td><td><code>{html_lib.escape(path)}</code></td>"
+                f"<td>{html_lib.escape(op['summary'])}</td><td>{html_lib.escape(params)}</td>"
+                f"<td>{html_lib.escape(body_name)}</td></tr>"
+            )
+    schemas = "".join(
+        f"<h3 id='{name}'>{name}</h3><pre>{html_lib.escape(_pretty(schema))}</pre>"
+        for name, schema in doc["components"]["schemas"].items()
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>walletcluster API</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:left}"
+        "pre{background:#f4f4f4;padding:8px}</style></head><body>"
+        f"<h1>{doc['info']['title']} {doc['info']['version']}</h1><p>{doc['info']['description']}</p>"
+        "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a></p>"
+        "<table><tr><th>method</th><th>path</th><th>what</th><th>parameters</th><th>body</th></tr>"
+        + "".join(rows)
+        + "</table><h2>Schemas</h2>"
+        + schemas
+        + "</body></html>"
+    )

@@ -1,0 +1,131 @@
+"""One ledger node: the replicated ledger, group commit, identity, and the cluster's minters."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from ..config import NodeConfig
+from ..consensus.raft import Outcome, RaftReplicator, RaftSettings
+from ..ledger.codes import Code
+from ..ledger.commands import Command
+from ..ledger.signing import verify
+from ..ledger.state import configure_entry
+from . import identity
+from .batcher import GroupCommitter, OutcomeUnknown, Unavailable
+from .events import EventWindow
+from .machine import LedgerMachine
+from .metrics import Metrics, raft_gauges
+
+log = logging.getLogger(__name__)
+
+
+class LedgerNode:
+    def __init__(self, config: NodeConfig, secret: str, settings: RaftSettings = RaftSettings()) -> None:
+        self.config = config
+        self._secret = secret
+        self._settings = settings
+        self.machine = LedgerMachine()
+        self.key: SigningKey = identity.load_or_create(self._ensure_dir(config.data_dir))
+        self.metrics = Metrics()
+        self.raft: RaftReplicator | None = None
+        self.committer: GroupCommitter | None = None
+        self.events: EventWindow | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @staticmethod
+    def _ensure_dir(path: str) -> str:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.events = EventWindow(loop)
+        self.machine.on_applied(self.events.push_threadsafe)
+        self.machine.on_applied(self.metrics.observe_entry)
+        self.machine.on_restored(self.events.reset_threadsafe)
+        self.raft = RaftReplicator(
+            self.config.self_member.raft_address,
+            self.config.peer_addresses,
+            os.path.join(self.config.data_dir, "raft"),
+            self._secret,
+            self.machine,
+            self._settings,
+            bind_address=self.config.raft_bind,
+        )
+        raft_gauges(self.metrics, self.raft.status)
+        self.committer = GroupCommitter(self.raft)
+        self._tasks.append(asyncio.create_task(self._keep_minters_configured()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.raft is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.raft.destroy)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def execute(self, commands: list[Command]) -> list[Code]:
+        """Verify signatures here, replicate the rest, and return one code per command."""
+        assert self.committer is not None
+        ok = [verify(self.config.cluster_id, c) for c in commands]
+        admitted = [c for c, good in zip(commands, ok, strict=True) if good]
+        codes = iter(await self.committer.submit(admitted) if admitted else [])
+        results = [next(codes) if good else Code.INVALID_SIGNATURE for good in ok]
+        self.metrics.observe_results(commands, results)
+        return results
+
+    async def read_barrier(self) -> None:
+        assert self.committer is not None
+        await self.committer.read_barrier()
+
+    # -- minters ----------------------------------------------------------------------------
+
+    async def _keep_minters_configured(self) -> None:
+        """The leader makes the replicated minter set match its configuration."""
+        assert self.raft is not None and self.committer is not None
+        wanted = frozenset(self.config.minters)
+        while True:
+            try:
+                with self.machine.reading() as ledger:
+                    current = ledger.minters
+                if self.raft.is_leader and current != wanted:
+                    await self.committer.propose(configure_entry(wanted))
+                    log.info("configured minters", extra={"minters": sorted(wanted)})
+            except (Unavailable, OutcomeUnknown) as exc:
+                log.warning("could not configure minters yet: %s", exc)
+            await asyncio.sleep(0.2)
+
+    @property
+    def minters_configured(self) -> bool:
+        with self.machine.reading() as ledger:
+            return ledger.minters == frozenset(self.config.minters)
+
+    # -- membership (used by the operator through the admin API) ---------------------------
+
+    async def change_membership(self, action: str, address: str | None) -> str:
+        assert self.raft is not None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+
+        def done(_result: Any, outcome: str) -> None:
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(outcome))
+
+        if action == "add" and address:
+            self.raft.add_member(address, done)
+        elif action == "remove" and address:
+            self.raft.remove_member(address, done)
+        else:
+            self.raft.transfer_leadership(address, done)
+        try:
+            return await asyncio.wait_for(future, 10)
+        except TimeoutError:
+            return Outcome.UNKNOWN
+
+    def check_secret(self, presented: str) -> bool:
+        return hmac.compare_digest(presented.encode(), self._secret.encode())
