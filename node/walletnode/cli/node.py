@@ -125,12 +125,20 @@ def whoami(**kw: Any) -> None:
     show_default=True,
     help="Minimum election timeout; the maximum is twice this",
 )
+@click.option(
+    "--snapshot-entries",
+    type=click.IntRange(2, 10**9),
+    default=2000,
+    show_default=True,
+    help="Take a snapshot (and compact the journal) after this many log entries",
+)
 @click.option("--join-via", multiple=True, help="With --join: HTTP URL of a member to ask (repeatable)")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
 def serve(
     secret_file: str | None,
     heartbeat_ms: int,
     election_timeout_ms: int,
+    snapshot_entries: int,
     join_via: tuple[str, ...],
     log_format: str,
     **kw: Any,
@@ -159,6 +167,7 @@ def serve(
         heartbeat_s=heartbeat_ms / 1000,
         election_min_s=election_timeout_ms / 1000,
         election_max_s=2 * election_timeout_ms / 1000,
+        compact_entries=snapshot_entries,
     )
     asyncio.run(_serve(config, secret, settings, join_via))
 

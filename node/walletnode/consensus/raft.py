@@ -84,6 +84,38 @@ class _SyncingTransport(TCPTransport):
         return bool(super().send(node, message))
 
 
+def trim_append_entries(message: dict[str, Any], journal: Any) -> dict[str, Any]:
+    """Drop the entries of an AppendEntries that this follower already holds.
+
+    pysyncobj deletes everything after prevLogIdx before appending, even entries identical to the
+    ones arriving. After a retransmission that throws away entries this node has acknowledged
+    (a crash before the re-append is fsync'd would then lose a committed entry). Raft truncates
+    only from the first conflicting entry; this rewrites the message so pysyncobj does just that.
+    """
+    entries = message["entries"]
+    if not entries or not len(journal):
+        return message
+    first = journal[0][1]
+    last_index, last_term = journal[-1][1], journal[-1][2]
+
+    def term_at(index: int) -> int | None:
+        return journal[index - first][2] if first <= index <= last_index else None
+
+    matching = 0
+    while matching < len(entries) and term_at(entries[matching][1]) == entries[matching][2]:
+        matching += 1
+    if matching == 0:
+        return message
+    if matching < len(entries) or last_index == entries[-1][1]:
+        kept = entries[matching - 1]
+        return {**message, "prevLogIdx": kept[1], "prevLogTerm": kept[2], "entries": entries[matching:]}
+    if last_term == message["term"]:
+        # Everything sent is here and our tail is from this leader's term, hence from this leader:
+        # by the Log Matching property our whole log agrees with it. Acknowledge all of it.
+        return {**message, "prevLogIdx": last_index, "prevLogTerm": last_term, "entries": []}
+    return message
+
+
 class _Engine(SyncObj):
     def __init__(
         self,
@@ -99,6 +131,20 @@ class _Engine(SyncObj):
 
     def sync_journal(self) -> None:
         self._journal.sync()
+
+    # pysyncobj registers `self.__onMessageReceived` (mangled to this name) as the transport
+    # callback, so this override sees every peer message first.
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
+        if message.get("type") == "append_entries" and "entries" in message and "prevLogIdx" in message:
+            message = trim_append_entries(message, self._journal)
+        keep_next = None
+        if message.get("type") == "next_node_idx" and message.get("success") and not message.get("reset"):
+            keep_next = self._SyncObj__raftNextIndex.get(node)
+        SyncObj._SyncObj__onMessageReceived(self, node, message)  # type: ignore[attr-defined]
+        # pysyncobj moves nextIndex back to (match + 1) on every ack, even when later entries are
+        # already in flight, and so resends them all; an ack never invalidates what was sent.
+        if keep_next is not None and self._SyncObj__raftNextIndex.get(node, 0) < keep_next:
+            self._SyncObj__raftNextIndex[node] = keep_next
 
     @replicated
     def apply_entry(self, entry: bytes) -> Any:

@@ -158,6 +158,7 @@ class Ledger:
                 assert amount >= 0, f"negative balance in {currency}"
                 totals[currency] += amount
         assert totals == self.supply, f"supply {self.supply} != balances {totals}"
+        assert all(total <= MAX_AMOUNT for total in totals.values()), "supply beyond the representable range"
 
     # -- snapshots --------------------------------------------------------------------------
 

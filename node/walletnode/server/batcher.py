@@ -63,10 +63,23 @@ class GroupCommitter:
         return await self._wait(future)
 
     async def read_barrier(self) -> None:
-        future: asyncio.Future[None] = self._loop.create_future()
-        self._readers.append(future)
-        self._flush_readers()
-        await self._wait(future)
+        """Wait until this node has applied every entry committed before the call.
+
+        A barrier lost to an election is simply tried again (reads are idempotent) until the
+        timeout; only then does the caller see `Unavailable`.
+        """
+        deadline = self._loop.time() + self._timeout
+        while True:
+            future: asyncio.Future[None] = self._loop.create_future()
+            self._readers.append(future)
+            self._flush_readers()
+            try:
+                await self._wait(future)
+                return
+            except (Unavailable, OutcomeUnknown):
+                if self._loop.time() > deadline:
+                    raise Unavailable("no leader with a quorum to confirm the read") from None
+                await asyncio.sleep(0.05)
 
     async def _wait(self, future: asyncio.Future[Any]) -> Any:
         try:

@@ -1,0 +1,112 @@
+"""SIGKILL the leader, SIGKILL everyone: nothing acknowledged is lost, nothing applied twice."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import threading
+import time
+
+import httpx
+from nacl.signing import SigningKey
+
+from walletnode.client import WalletClient
+from walletnode.ledger.signing import public_hex
+
+from .conftest import ClusterFactory, funded
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition", diagnose=lambda: ""):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value is not None and value is not False:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}\n{diagnose()}")
+
+
+def test_leader_kill_new_leader_within_3s_nothing_lost_and_rejoin(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster()
+    alice, bob = SigningKey.generate(), SigningKey.generate()
+    with WalletClient(cluster.urls) as client:
+        funded(client, [alice], 10**9)
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        with WalletClient(cluster.urls, deadline_s=20) as c:
+            while not stop.is_set():
+                t = c.signed_transfer(alice, public_hex(bob), "USD", 1)
+                assert c.submit([t]) == ["ok"]
+                acknowledged.append(t.id)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    wait_for(lambda: len(acknowledged) > 20, what="writes before the kill")
+    leader = wait_for(cluster.leader, what="a leader", diagnose=cluster.diagnose)
+    survivors = [u for i, u in enumerate(cluster.urls) if i != leader]
+    cluster.kill(leader, signal.SIGKILL)
+    killed_at = time.monotonic()
+    with WalletClient(survivors, deadline_s=10) as c:
+        assert c.transfer(alice, public_hex(bob), "USD", 1) == "ok"
+    failover = time.monotonic() - killed_at
+    wait_for(lambda: len(acknowledged) > 40, what="writes after the kill")
+    stop.set()
+    thread.join(timeout=30)
+    assert failover < 3.0, f"first accepted transfer {failover:.2f}s after the leader died"
+
+    with httpx.Client(timeout=10) as http:
+        for command_id in acknowledged:
+            assert http.get(f"{survivors[0]}/v1/transfers/{command_id}").status_code == 200
+    cluster.start(leader)
+    expected = cluster.status(1 if leader != 1 else 0)
+    assert expected is not None
+    wait_for(
+        lambda: (cluster.status(leader) or {}).get("audit_index", 0) >= expected["audit_index"],
+        what="the restarted node to catch up",
+    )
+    with WalletClient([cluster.urls[leader]]) as c:
+        assert c.balances(public_hex(bob), consistency="stale")["USD"] >= len(acknowledged) + 1
+
+
+def test_full_cluster_sigkill_after_a_burst_keeps_every_acknowledged_transfer(make_cluster: ClusterFactory) -> None:
+    # Small snapshot interval so the burst crosses several snapshots and journal compactions.
+    cluster = make_cluster(extra_args=("--snapshot-entries", "20"))
+    senders = [SigningKey.generate() for _ in range(8)]
+    receiver = SigningKey.generate()
+    with WalletClient(cluster.urls) as client:
+        funded(client, senders, 10**6)
+
+    def burst(sender: SigningKey) -> list[str]:
+        ids = []
+        with WalletClient(cluster.urls) as c:
+            for round_ in range(15):
+                batch = [c.signed_transfer(sender, public_hex(receiver), "USD", 1 + round_) for _ in range(20)]
+                assert c.submit(batch) == ["ok"] * len(batch)
+                ids += [t.id for t in batch]
+        return ids
+
+    with concurrent.futures.ThreadPoolExecutor(len(senders)) as pool:
+        acknowledged = [i for ids in pool.map(burst, senders) for i in ids]
+    for i in range(3):
+        cluster.kill(i, signal.SIGKILL)
+    assert any(os.path.exists(os.path.join(cluster.data_dir(i), "raft", "ledger.snapshot")) for i in range(3))
+
+    cluster.start_all()
+    cluster.wait_ready(timeout=60)
+    per_sender = sum(20 * (1 + r) for r in range(15))
+    with WalletClient(cluster.urls) as c:
+        assert c.balances(public_hex(receiver)) == {"USD": per_sender * len(senders)}, "each exactly once"
+        for sender in senders:
+            assert c.balances(public_hex(sender)) == {"USD": 10**6 - per_sender}
+    with httpx.Client(timeout=10) as http:
+        for command_id in acknowledged[::7]:
+            assert http.get(f"{cluster.urls[0]}/v1/transfers/{command_id}").status_code == 200
+    statuses = [cluster.status(i) for i in range(3)]
+    wait_for(
+        lambda: len({(cluster.status(i) or {}).get("audit_hash") for i in range(3)}) == 1,
+        what="replicas to agree on the audit hash",
+    )
+    assert all(s is not None for s in statuses)

@@ -1,0 +1,256 @@
+"""Property tests of the pure ledger against an independent reference model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nacl.signing import SigningKey
+
+from walletnode.ledger.codes import Code
+from walletnode.ledger.commands import (
+    MAX_AMOUNT,
+    Command,
+    CreateCurrency,
+    Entry,
+    Mint,
+    Transfer,
+    encode_entry,
+)
+from walletnode.ledger.signing import public_hex, sign, verify
+from walletnode.ledger.state import Ledger, configure_entry
+
+CLUSTER = "prop"
+MINTER = SigningKey(bytes([1]) * 32)
+USERS = [SigningKey(bytes([i]) * 32) for i in range(2, 6)]
+KEYS = [MINTER, *USERS]
+CODES = ["USD", "EUR", "JPY"]
+PLACEHOLDER = "0" * 128
+
+
+@dataclass
+class Model:
+    """The ledger's rules written the obvious way, to compare with the real thing."""
+
+    minters: set[str]
+    currencies: set[str] = field(default_factory=set)
+    balances: dict[tuple[str, str], int] = field(default_factory=dict)
+    supply: dict[str, int] = field(default_factory=dict)
+    applied: dict[str, Command] = field(default_factory=dict)
+
+    def run(self, c: Command, signature_ok: bool) -> Code:
+        if not signature_ok:
+            return Code.INVALID_SIGNATURE
+        if c.id in self.applied:
+            return Code.EXISTS if self.applied[c.id] == c else Code.EXISTS_WITH_DIFFERENT_FIELDS
+        code = self._run(c)
+        if code == Code.OK:
+            self.applied[c.id] = c
+        return code
+
+    def _run(self, c: Command) -> Code:
+        if isinstance(c, CreateCurrency):
+            if c.minter not in self.minters:
+                return Code.NOT_A_MINTER
+            if c.code in self.currencies:
+                return Code.CURRENCY_EXISTS
+            self.currencies.add(c.code)
+            self.supply[c.code] = 0
+            return Code.OK
+        if isinstance(c, Mint):
+            if c.minter not in self.minters:
+                return Code.NOT_A_MINTER
+            if c.currency not in self.currencies:
+                return Code.UNKNOWN_CURRENCY
+            if c.amount == 0:
+                return Code.AMOUNT_MUST_BE_POSITIVE
+            if self.supply[c.currency] + c.amount > MAX_AMOUNT:
+                return Code.OVERFLOW
+            self.supply[c.currency] += c.amount
+            self.balances[c.to, c.currency] = self.balances.get((c.to, c.currency), 0) + c.amount
+            return Code.OK
+        if c.from_ == c.to:
+            return Code.SAME_ACCOUNT
+        if c.currency not in self.currencies:
+            return Code.UNKNOWN_CURRENCY
+        if c.amount == 0:
+            return Code.AMOUNT_MUST_BE_POSITIVE
+        if self.balances.get((c.from_, c.currency), 0) < c.amount:
+            return Code.INSUFFICIENT_FUNDS
+        self.balances[c.from_, c.currency] -= c.amount
+        self.balances[c.to, c.currency] = self.balances.get((c.to, c.currency), 0) + c.amount
+        return Code.OK
+
+
+ids = st.binary(min_size=16, max_size=16).map(bytes.hex)
+amounts = st.one_of(st.integers(0, 3), st.integers(0, 2000), st.just(MAX_AMOUNT), st.integers(0, MAX_AMOUNT))
+keys = st.sampled_from(range(len(KEYS)))
+codes = st.sampled_from([*CODES, "XAU"])
+
+
+@st.composite
+def commands(draw: st.DrawFn) -> tuple[Command, str]:
+    """A command and how it is signed: 'ok', 'other-cluster', 'wrong-key' or 'garbage'."""
+    kind = draw(st.sampled_from(["create", "mint", "mint", "transfer", "transfer", "transfer", "transfer"]))
+    signer = KEYS[draw(keys)]
+    if kind == "create":
+        command: Command = CreateCurrency(
+            id=draw(ids),
+            minter=public_hex(signer),
+            code=draw(codes),
+            scale=draw(st.integers(0, 18)),
+            signature=PLACEHOLDER,
+        )
+    elif kind == "mint":
+        command = Mint(
+            id=draw(ids),
+            minter=public_hex(signer),
+            to=public_hex(KEYS[draw(keys)]),
+            currency=draw(codes),
+            amount=draw(amounts),
+            signature=PLACEHOLDER,
+        )
+    else:
+        command = Transfer(
+            id=draw(ids),
+            from_=public_hex(signer),
+            to=public_hex(KEYS[draw(keys)]),
+            currency=draw(codes),
+            amount=draw(amounts),
+            signature=PLACEHOLDER,
+        )
+    how = draw(st.sampled_from(["ok"] * 12 + ["other-cluster", "wrong-key", "garbage"]))
+    if how == "garbage":
+        return msgspec.structs.replace(command, signature="ab" * 64), how
+    if how == "wrong-key":
+        impostor = KEYS[(KEYS.index(signer) + 1) % len(KEYS)]
+        return msgspec.structs.replace(command, signature=sign(impostor, CLUSTER, command).signature), how
+    return sign(signer, "elsewhere" if how == "other-cluster" else CLUSTER, command), how
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[tuple[Command, str]]:
+    """Commands, plus replays of earlier ones (same id, same or changed fields) to test idempotency."""
+    history = [
+        (
+            sign(
+                MINTER,
+                CLUSTER,
+                CreateCurrency(id=f"{i:032x}", minter=public_hex(MINTER), code=c, scale=2, signature=PLACEHOLDER),
+            ),
+            "ok",
+        )
+        for i, c in enumerate(CODES[: draw(st.integers(0, 3))])
+    ]
+    for _ in range(draw(st.integers(1, 60))):
+        choice = draw(st.integers(0, 9))
+        if history and choice == 0:
+            history.append(history[draw(st.integers(0, len(history) - 1))])
+        elif history and choice == 1:
+            original, _ = history[draw(st.integers(0, len(history) - 1))]
+            changed = _change(original)
+            signer = next(k for k in KEYS if public_hex(k) == changed.signer())
+            history.append((sign(signer, CLUSTER, changed), "ok"))
+        else:
+            history.append(draw(commands()))
+    return history
+
+
+def _change(c: Command) -> Command:
+    if isinstance(c, CreateCurrency):
+        return msgspec.structs.replace(c, scale=(c.scale + 1) % 19)
+    return msgspec.structs.replace(c, amount=(c.amount + 1) % (MAX_AMOUNT + 1))
+
+
+def submit(ledger: Ledger, batch: list[Command]) -> list[Code]:
+    """What a node does: verify at ingress, then apply the verified ones as one entry."""
+    ok = [verify(CLUSTER, c) for c in batch]
+    applied = iter(ledger.apply_entry_bytes(encode_entry(Entry(commands=tuple(c for c, g in zip(batch, ok) if g)))))
+    return [next(applied) if good else Code.INVALID_SIGNATURE for good in ok]
+
+
+def fresh_ledger() -> Ledger:
+    ledger = Ledger()
+    ledger.apply_entry_bytes(encode_entry(configure_entry([public_hex(MINTER)])))
+    return ledger
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories(), st.integers(1, 7))
+def test_ledger_matches_model_and_keeps_invariants(history: list[tuple[Command, str]], batch_size: int) -> None:
+    ledger, model = fresh_ledger(), Model({public_hex(MINTER)})
+    for start in range(0, len(history), batch_size):
+        batch = [c for c, _ in history[start : start + batch_size]]
+        got = submit(ledger, batch)
+        expected = [model.run(c, how == "ok") for c, how in history[start : start + batch_size]]
+        assert got == expected
+        ledger.check_invariants()
+    for (account, currency), amount in model.balances.items():
+        assert ledger.balance(account, currency) == amount
+    for command_id, applied in ledger.applied.items():
+        assert verify(CLUSTER, applied.command), "an applied command must carry a valid signature"
+        assert model.applied[command_id] == applied.command
+
+
+@settings(max_examples=60, deadline=None)
+@given(histories())
+def test_replicas_agree_and_snapshots_round_trip(history: list[tuple[Command, str]]) -> None:
+    """Same entries, same state and audit hash; a replica restored from a snapshot continues identically."""
+    a, b = fresh_ledger(), fresh_ledger()
+    half = len(history) // 2
+    for c, _ in history[:half]:
+        submit(a, [c])
+        submit(b, [c])
+    restored = Ledger.from_snapshot(
+        msgspec.msgpack.decode(msgspec.msgpack.encode(b.to_snapshot()), type=type(b.to_snapshot()))
+    )
+    for c, _ in history[half:]:
+        assert submit(a, [c]) == submit(restored, [c])
+    assert a.audit_hash == restored.audit_hash
+    assert msgspec.msgpack.encode(a.to_snapshot()) == msgspec.msgpack.encode(restored.to_snapshot())
+
+
+@settings(max_examples=80, deadline=None)
+@given(commands())
+def test_no_money_without_a_minter(item: tuple[Command, str]) -> None:
+    command, _ = item
+    ledger = fresh_ledger()
+    submit(
+        ledger,
+        [
+            sign(
+                MINTER,
+                CLUSTER,
+                CreateCurrency(id="ff" * 16, minter=public_hex(MINTER), code="USD", scale=2, signature=PLACEHOLDER),
+            )
+        ],
+    )
+    if isinstance(command, Mint) and command.minter != public_hex(MINTER):
+        assert submit(ledger, [sign(KEYS[[public_hex(k) for k in KEYS].index(command.minter)], CLUSTER, command)]) == [
+            Code.NOT_A_MINTER
+        ]
+        assert ledger.supply["USD"] == 0
+
+
+def test_unknown_account_has_zero_balance() -> None:
+    ledger = fresh_ledger()
+    assert ledger.balance("ab" * 32, "USD") == 0
+    assert ledger.wallet("ab" * 32) == {}
+
+
+def test_minting_past_the_largest_amount_is_overflow() -> None:
+    ledger = fresh_ledger()
+    pk, to = public_hex(MINTER), public_hex(USERS[0])
+
+    def run(c: Command) -> list[Code]:
+        return submit(ledger, [sign(MINTER, CLUSTER, c)])
+
+    assert run(CreateCurrency(id="01" * 16, minter=pk, code="USD", scale=2, signature=PLACEHOLDER)) == [Code.OK]
+    assert run(Mint(id="02" * 16, minter=pk, to=to, currency="USD", amount=MAX_AMOUNT, signature=PLACEHOLDER)) == [
+        Code.OK
+    ]
+    assert run(Mint(id="03" * 16, minter=pk, to=pk, currency="USD", amount=1, signature=PLACEHOLDER)) == [Code.OVERFLOW]
+    assert ledger.supply["USD"] == MAX_AMOUNT
+    ledger.check_invariants()
