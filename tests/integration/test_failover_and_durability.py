@@ -10,7 +10,6 @@ import time
 
 import httpx
 from nacl.signing import SigningKey
-
 from walletnode.client import WalletClient
 from walletnode.ledger.signing import public_hex
 

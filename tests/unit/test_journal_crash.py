@@ -8,6 +8,7 @@ drop the torn one for good, and accept new appends after it.
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,6 @@ import sys
 import textwrap
 
 import pytest
-
 from walletnode.consensus import snapshot
 from walletnode.consensus.journal import MAGIC, DurableJournal
 
@@ -108,7 +108,7 @@ def test_snapshot_cut_anywhere_is_rejected_never_half_read(tmp_path: pytest.Temp
     path = str(tmp_path / "s")
     header = snapshot.Header(last=(b"x", 9, 2), previous=(b"y", 8, 2), members=["a:1", "b:2"])
     snapshot.write(path, header, b"state" * 100)
-    full = open(path, "rb").read()
+    full = pathlib.Path(path).read_bytes()
     assert snapshot.read(path) == (header, b"state" * 100)
     for cut in range(len(full)):
         with open(path, "wb") as f:

@@ -8,7 +8,6 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
-
 from walletnode.ledger.codes import Code
 from walletnode.ledger.commands import (
     MAX_AMOUNT,
@@ -167,7 +166,9 @@ def _change(c: Command) -> Command:
 def submit(ledger: Ledger, batch: list[Command]) -> list[Code]:
     """What a node does: verify at ingress, then apply the verified ones as one entry."""
     ok = [verify(CLUSTER, c) for c in batch]
-    applied = iter(ledger.apply_entry_bytes(encode_entry(Entry(commands=tuple(c for c, g in zip(batch, ok) if g)))))
+    applied = iter(
+        ledger.apply_entry_bytes(encode_entry(Entry(commands=tuple(c for c, g in zip(batch, ok, strict=True) if g))))
+    )
     return [next(applied) if good else Code.INVALID_SIGNATURE for good in ok]
 
 
