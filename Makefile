@@ -19,8 +19,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	hack/host-deps
-	$(BIN)/ruff check node operator tests
-	$(BIN)/pytest tests
+	$(BIN)/ruff check node operator tests bench
+	$(BIN)/pytest tests --benchmark-disable
+
+bench: $(STAMP)
+	$(BIN)/pytest tests/bench --benchmark-only --benchmark-json=bench/hot-paths.json
+	$(BIN)/python bench/node_throughput.py --out bench/results.json
 
 test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -15,7 +16,6 @@ import zlib
 
 import httpx
 import pytest
-
 from walletnode.localcluster import LocalCluster
 
 from .conftest import ClusterFactory
@@ -25,7 +25,7 @@ def whoami(*args: str, hostname: str | None = None) -> subprocess.CompletedProce
     command = [sys.executable, "-m", "walletnode.cli.node", "whoami", *args]
     if hostname is not None:
         # A private UTS namespace: the hostname is really `hostname`, as in a pod.
-        command = ["unshare", "--uts", "sh", "-c", f'hostname "$0" && exec "$@"', hostname, *command]
+        command = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *command]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
@@ -106,10 +106,8 @@ def test_a_pickle_sent_to_the_raft_port_is_never_unpickled(cluster: LocalCluster
         with socket.create_connection((host, int(port)), timeout=5) as s:
             s.sendall(struct.pack("i", len(payload)) + payload)
             s.settimeout(2)
-            try:
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
                 s.recv(1024)
-            except (TimeoutError, ConnectionResetError):
-                pass
     time.sleep(0.5)
     assert not os.path.exists(marker), "the node unpickled data from an unauthenticated peer"
     assert httpx.get(cluster.urls[0] + "/readyz").status_code == 200
