@@ -51,8 +51,15 @@ BAD_REQUESTS = [
     ("POST", "/v1/transfers", json.dumps({"commands": [{**GOOD, "currency": "usd"}]}).encode(), 400, "invalid_request"),
     ("POST", "/v1/transfers", json.dumps({"commands": [{**GOOD, "kind": "mint"}]}).encode(), 400, "invalid_request"),
     ("POST", "/v1/mint", json.dumps({"commands": [GOOD]}).encode(), 400, "invalid_request"),
-    ("POST", "/v1/currencies", json.dumps({"commands": [{"id": "00" * 16, "minter": KEY, "code": "USD", "scale": 19,
-                                                         "signature": "ef" * 64}]}).encode(), 400, "invalid_request"),
+    (
+        "POST",
+        "/v1/currencies",
+        json.dumps(
+            {"commands": [{"id": "00" * 16, "minter": KEY, "code": "USD", "scale": 19, "signature": "ef" * 64}]}
+        ).encode(),
+        400,
+        "invalid_request",
+    ),
     ("POST", "/v1/transfers?x=1", json.dumps({"commands": [GOOD]}).encode(), 400, "invalid_query"),
     ("GET", f"/v1/accounts/{'xy' * 32}/balances", None, 400, "invalid_account"),
     ("GET", "/v1/accounts/abc/balances", None, 400, "invalid_account"),
@@ -70,8 +77,9 @@ BAD_REQUESTS = [
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "code"), BAD_REQUESTS)
-def test_bad_input_is_a_4xx_with_a_json_error(http: httpx.Client, method: str, path: str, body: bytes | None,
-                                              status: int, code: str) -> None:
+def test_bad_input_is_a_4xx_with_a_json_error(
+    http: httpx.Client, method: str, path: str, body: bytes | None, status: int, code: str
+) -> None:
     r = http.request(method, path, content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == status, r.text
     assert r.headers["Content-Type"].startswith("application/json")
@@ -143,8 +151,9 @@ def test_attested_balance_verifies_with_the_node_key(shared_cluster: LocalCluste
         body = httpx.get(f"{url}/v1/accounts/{account}/balances", params={"attest": "true"}).json()
         att = body["attestation"]
         answer = msgspec.json.encode({"account": account, "balances": body["balances"]}, order="sorted")
-        signed = attestation_bytes(status["cluster_id"], att["node"], att["index"], bytes.fromhex(att["audit_hash"]),
-                                   answer)
+        signed = attestation_bytes(
+            status["cluster_id"], att["node"], att["index"], bytes.fromhex(att["audit_hash"]), answer
+        )
         VerifyKey(bytes.fromhex(status["node_key"])).verify(signed, bytes.fromhex(att["signature"]))
         assert body["balances"] == {"USD": 4200}
 
@@ -200,10 +209,27 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(shared_cluster: 
     """Property-based fuzzing of every operation in /openapi.json against a live node."""
     st = os.path.join(os.path.dirname(sys.executable), "st")
     done = subprocess.run(
-        [st, "run", shared_cluster.urls[2] + "/openapi.json", "--max-examples", "8", "--seed", "7",
-         "--phases", "coverage,fuzzing", "--checks", "all",
-         "--exclude-checks", "positive_data_acceptance,missing_required_header,unsupported_method,ignored_auth",
-         "--generation-database", "none", "--request-timeout", "30"],
-        capture_output=True, text=True, timeout=600,
+        [
+            st,
+            "run",
+            shared_cluster.urls[2] + "/openapi.json",
+            "--max-examples",
+            "8",
+            "--seed",
+            "7",
+            "--phases",
+            "coverage,fuzzing",
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance,missing_required_header,unsupported_method,ignored_auth",
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-6000:]
