@@ -20,6 +20,7 @@ import time
 import httpx
 import msgspec
 from nacl.signing import SigningKey
+
 from walletnode.client import WalletClient
 from walletnode.ledger.signing import public_hex
 from walletnode.localcluster import LocalCluster

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 from nacl.signing import SigningKey
+
 from walletnode.ledger.commands import CreateCurrency, Entry, Mint, Transfer, decode_entry, encode_entry
 from walletnode.ledger.signing import public_hex, sign, verify_all
 from walletnode.ledger.state import Ledger, configure_entry

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from nacl.signing import SigningKey
+
 from walletnode.client import WalletClient
 from walletnode.ledger.signing import public_hex
 from walletnode.localcluster import LocalCluster

@@ -15,6 +15,7 @@ import httpx
 import msgspec
 import pytest
 from nacl.signing import SigningKey, VerifyKey
+
 from walletnode.client import WalletClient
 from walletnode.ledger.commands import MAX_BATCH
 from walletnode.ledger.signing import public_hex

@@ -16,6 +16,7 @@ import zlib
 
 import httpx
 import pytest
+
 from walletnode.localcluster import LocalCluster
 
 from .conftest import ClusterFactory

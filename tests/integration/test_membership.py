@@ -10,6 +10,7 @@ import time
 
 import httpx
 from nacl.signing import SigningKey
+
 from walletnode.client import WalletClient
 from walletnode.ledger.signing import public_hex
 from walletnode.localcluster import free_ports

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from nacl.signing import SigningKey
+
 from walletnode.client import WalletClient
 from walletnode.keystore import Keystore
 from walletnode.localcluster import LocalCluster

@@ -16,6 +16,7 @@ import sys
 import textwrap
 
 import pytest
+
 from walletnode.consensus import snapshot
 from walletnode.consensus.journal import MAGIC, DurableJournal
 

@@ -8,6 +8,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
+
 from walletnode.ledger.codes import Code
 from walletnode.ledger.commands import (
     MAX_AMOUNT,

@@ -6,6 +6,7 @@ import pathlib
 import re
 
 from nacl.signing import SigningKey
+
 from walletnode.ledger.commands import CreateCurrency, Mint, Transfer
 from walletnode.ledger.signing import public_hex, sign, verify
 

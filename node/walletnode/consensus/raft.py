@@ -229,8 +229,17 @@ class RaftReplicator:
 
     # -- status -----------------------------------------------------------------------------
 
+    def _raw_status(self) -> dict[str, Any]:
+        # getStatus iterates the engine's dicts while the Raft thread may resize them.
+        for _ in range(5):
+            try:
+                return dict(self._engine.getStatus())
+            except RuntimeError:
+                continue
+        return dict(self._engine.getStatus())
+
     def status(self) -> dict[str, Any]:
-        raw = self._engine.getStatus()
+        raw = self._raw_status()
         members = sorted(
             [str(raw["self"])]
             + [

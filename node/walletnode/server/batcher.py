@@ -26,9 +26,17 @@ class OutcomeUnknown(Exception):
 
 
 @dataclass
+class _Slot:
+    """One entry being replicated; it frees its in-flight slot once, on result or on timeout."""
+
+    released: bool = False
+
+
+@dataclass
 class _Pending:
     commands: list[Command]
     future: asyncio.Future[list[Code]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    slot: _Slot | None = None
 
 
 class GroupCommitter:
@@ -54,7 +62,14 @@ class GroupCommitter:
         pending = _Pending(list(commands))
         self._queue.append(pending)
         self._flush()
-        return await self._wait(pending.future)
+        try:
+            return await self._wait(pending.future)
+        except OutcomeUnknown:
+            # An entry whose index is overwritten after a leader change may not be called back
+            # until the log reaches that index again; do not let it hold a slot meanwhile.
+            if pending.slot is not None:
+                self._release(pending.slot)
+            raise
 
     async def propose(self, entry: Entry) -> list[Code]:
         """Propose a ready-made entry on its own (configuration changes)."""
@@ -98,22 +113,29 @@ class GroupCommitter:
                 batch.append(item)
                 count += len(item.commands)
             commands = tuple(c for item in batch for c in item.commands)
+            slot = _Slot()
+            for item in batch:
+                item.slot = slot
             self._inflight += 1
             self.entries_proposed += 1
             slices = [(len(item.commands), item.future) for item in batch]
-            self._raft.propose(encode_entry(Entry(commands=commands)), self._resolver(slices, counted=True))
+            self._raft.propose(encode_entry(Entry(commands=commands)), self._resolver(slices, slot))
 
-    def _resolver(self, slices: list[tuple[int, asyncio.Future[list[Code]]]], counted: bool = False) -> Any:
+    def _release(self, slot: _Slot) -> None:
+        if not slot.released:
+            slot.released = True
+            self._inflight -= 1
+            self._flush()
+
+    def _resolver(self, slices: list[tuple[int, asyncio.Future[list[Code]]]], slot: _Slot | None = None) -> Any:
         def on_raft_thread(result: Any, outcome: str) -> None:
-            self._loop.call_soon_threadsafe(self._resolve, slices, result, outcome, counted)
+            self._loop.call_soon_threadsafe(self._resolve, slices, result, outcome, slot)
 
         return on_raft_thread
 
     def _resolve(
-        self, slices: list[tuple[int, asyncio.Future[list[Code]]]], result: Any, outcome: str, counted: bool
+        self, slices: list[tuple[int, asyncio.Future[list[Code]]]], result: Any, outcome: str, slot: _Slot | None
     ) -> None:
-        if counted:
-            self._inflight -= 1
         start = 0
         for count, future in slices:
             if future.done():
@@ -126,7 +148,8 @@ class GroupCommitter:
             else:
                 future.set_exception(OutcomeUnknown("leadership changed before the entry committed"))
             start += count
-        self._flush()
+        if slot is not None:
+            self._release(slot)
 
     # -- reads ------------------------------------------------------------------------------
 
