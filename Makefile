@@ -20,6 +20,7 @@ run: $(STAMP)
 test: $(STAMP)
 	hack/host-deps
 	$(BIN)/ruff check node operator tests bench
+	$(BIN)/mypy node/walletnode
 	$(BIN)/pytest tests --benchmark-disable
 
 bench: $(STAMP)

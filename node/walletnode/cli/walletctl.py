@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NoReturn
 
 import click
@@ -229,9 +230,7 @@ def balance(ctx: Context, account: str | None, stale: bool) -> None:
     accounts = [(account, ctx.account(account))] if account else [(k.name, k.public) for k in ctx.keystore.list()]
     scales = run(ctx, ctx.client.currencies)
     consistency = "stale" if stale else "linearizable"
-    rows = [
-        (label, public, run(ctx, lambda p=public: ctx.client.balances(p, consistency))) for label, public in accounts
-    ]
+    rows = [(label, public, run(ctx, partial(ctx.client.balances, public, consistency))) for label, public in accounts]
 
     def table() -> Table:
         t = Table("account", "key", "currency", "balance")

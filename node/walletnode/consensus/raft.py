@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 import pysyncobj.syncobj as _syncobj_module
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 Callback = Callable[[Any, "Outcome"], None]
 
 
-class Outcome:
+class Outcome(StrEnum):
     """How a proposal ended, in terms the HTTP layer can act on."""
 
     APPLIED = "applied"
@@ -36,7 +37,7 @@ class Outcome:
     UNKNOWN = "unknown"  # may or may not have been applied: retry with the same ids
 
 
-def _outcome(error: int) -> str:
+def _outcome(error: int) -> Outcome:
     if error == FAIL_REASON.SUCCESS:
         return Outcome.APPLIED
     if error in (FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.REQUEST_DENIED):

@@ -128,13 +128,13 @@ class GroupCommitter:
             self._flush()
 
     def _resolver(self, slices: list[tuple[int, asyncio.Future[list[Code]]]], slot: _Slot | None = None) -> Any:
-        def on_raft_thread(result: Any, outcome: str) -> None:
+        def on_raft_thread(result: Any, outcome: Outcome) -> None:
             self._loop.call_soon_threadsafe(self._resolve, slices, result, outcome, slot)
 
         return on_raft_thread
 
     def _resolve(
-        self, slices: list[tuple[int, asyncio.Future[list[Code]]]], result: Any, outcome: str, slot: _Slot | None
+        self, slices: list[tuple[int, asyncio.Future[list[Code]]]], result: Any, outcome: Outcome, slot: _Slot | None
     ) -> None:
         start = 0
         for count, future in slices:
@@ -159,12 +159,12 @@ class GroupCommitter:
         readers, self._readers = self._readers, []
         self._barrier_inflight = True
 
-        def on_raft_thread(_result: Any, outcome: str) -> None:
+        def on_raft_thread(_result: Any, outcome: Outcome) -> None:
             self._loop.call_soon_threadsafe(self._release_readers, readers, outcome)
 
         self._raft.barrier(on_raft_thread)
 
-    def _release_readers(self, readers: list[asyncio.Future[None]], outcome: str) -> None:
+    def _release_readers(self, readers: list[asyncio.Future[None]], outcome: Outcome) -> None:
         self._barrier_inflight = False
         for future in readers:
             if future.done():

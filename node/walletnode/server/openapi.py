@@ -109,7 +109,7 @@ def document() -> dict[str, Any]:
         # msgspec marks a tagged union's tag as required; the API infers the kind from the route.
         if "kind" in schema.get("properties", {}):
             schema["required"] = [name for name in schema.get("required", []) if name != "kind"]
-    admin = [{"bearerAuth": []}]
+    admin: list[dict[str, list[str]]] = [{"bearerAuth": []}]
     return {
         "openapi": "3.1.0",
         "info": {

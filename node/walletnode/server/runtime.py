@@ -108,13 +108,17 @@ class LedgerNode:
 
     # -- membership (used by the operator through the admin API) ---------------------------
 
-    async def change_membership(self, action: str, address: str | None) -> str:
+    async def change_membership(self, action: str, address: str | None) -> Outcome:
         assert self.raft is not None
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[str] = loop.create_future()
+        future: asyncio.Future[Outcome] = loop.create_future()
 
-        def done(_result: Any, outcome: str) -> None:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(outcome))
+        def settle(outcome: Outcome) -> None:
+            if not future.done():
+                future.set_result(outcome)
+
+        def done(_result: Any, outcome: Outcome) -> None:
+            loop.call_soon_threadsafe(settle, outcome)
 
         if action == "add" and address:
             self.raft.add_member(address, done)
