@@ -6,18 +6,24 @@ commands again (to the same or another node) until it gets an answer: no duplica
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
 import msgspec
-from nacl.signing import SigningKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 
 from .ledger.commands import Command, CreateCurrency, Mint, Transfer
 from .ledger.signing import public_hex, sign
+from .server.identity import attestation_bytes
 
 PLACEHOLDER_SIG = "0" * 128
 
@@ -38,6 +44,25 @@ class Rejected(ClientError):
         self.status, self.code, self.message = status, code, message
 
 
+class AttestationError(ClientError):
+    """No majority of replicas attested the same answer at the same index."""
+
+    def __init__(self, message: str, dissenting: dict[str, str]) -> None:
+        super().__init__(message)
+        self.dissenting = dissenting
+
+
+@dataclass(frozen=True)
+class Attested:
+    """A balance a majority of replicas signed at the same index and audit hash."""
+
+    balances: dict[str, int]
+    index: int
+    audit_hash: str
+    agreeing: list[str]
+    dissenting: dict[str, str] = field(default_factory=dict)  # node -> what it said instead
+
+
 def new_id() -> str:
     return os.urandom(16).hex()
 
@@ -50,6 +75,8 @@ def to_minor(amount: str, scale: int) -> int:
         raise ValueError(f"{amount!r} is not a number") from None
     if not value.is_finite():
         raise ValueError(f"{amount!r} is not a finite number")
+    if value < 0:
+        raise ValueError(f"{amount} is negative")
     minor = value.scaleb(scale)
     if minor != minor.to_integral_value():
         raise ValueError(f"{amount} has more than {scale} decimal places")
@@ -69,6 +96,8 @@ class WalletClient:
         self._http = httpx.Client(timeout=timeout_s)
         self._preferred = 0
         self._cluster_id: str | None = None
+        self._identities: dict[str, tuple[str, VerifyKey]] = {}  # url -> (node name, identity key)
+        self._leader_known = False
 
     def close(self) -> None:
         self._http.close()
@@ -122,8 +151,25 @@ class WalletClient:
 
     # -- writes -----------------------------------------------------------------------------
 
+    def follow_leader(self) -> None:
+        """Prefer the leader's URL for what follows (any node works; the leader saves a hop)."""
+        statuses = {i: self._safe_status(url) for i, url in enumerate(self.urls)}
+        by_name = {s["name"]: i for i, s in statuses.items() if s}
+        leaders = [s["leader"] for s in statuses.values() if s and s.get("leader") in by_name]
+        if leaders:
+            self._preferred = by_name[leaders[0]]
+        self._leader_known = True
+
+    def _safe_status(self, url: str) -> dict[str, Any] | None:
+        try:
+            return self.status_of(url)
+        except httpx.HTTPError:
+            return None
+
     def submit(self, commands: Sequence[Command]) -> list[str]:
         """Send signed commands of one kind; returns one result code per command."""
+        if not self._leader_known:
+            self.follow_leader()
         path = {CreateCurrency: "/v1/currencies", Mint: "/v1/mint", Transfer: "/v1/transfers"}[type(commands[0])]
         body = {"commands": [msgspec.to_builtins(c) for c in commands]}
         for item in body["commands"]:
@@ -171,6 +217,91 @@ class WalletClient:
         data = self.request("GET", f"/v1/accounts/{account}/balances", params={"consistency": consistency})
         return dict(data["balances"])
 
+    def history(self, account: str, after: int = 0, limit: int = 100) -> dict[str, Any]:
+        params = {"after": str(after), "limit": str(limit)}
+        return dict(self.request("GET", f"/v1/accounts/{account}/transfers", params=params))
+
+    def command(self, command_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/v1/transfers/{command_id}"))
+
+    def attested_balances(self, account: str, attempts: int = 10) -> Attested:
+        """Ask every replica for a signed balance; accept it only if a majority agree at one index.
+
+        Each answer's signature is checked against the replica's identity key (as first seen in
+        its /v1/status). A replica that signs something else, signs badly or cannot answer is
+        reported by name. Under concurrent writes replicas may answer at different indexes, so
+        this asks again (up to `attempts` times) before giving up.
+        """
+        needed = len(self.urls) // 2 + 1
+        dissenting: dict[str, str] = {}
+        with ThreadPoolExecutor(len(self.urls)) as pool:
+            for _ in range(attempts):
+                answers = list(pool.map(lambda url: self._attested_answer(url, account), self.urls))
+                votes = Counter(a[1] for a in answers if a[1] is not None)
+                if votes:
+                    (index, audit_hash, answer), count = votes.most_common(1)[0]
+                    if count >= needed:
+                        agreeing = [name for name, vote, _ in answers if vote == (index, audit_hash, answer)]
+                        dissenting = {name: why for name, vote, why in answers if vote != (index, audit_hash, answer)}
+                        return Attested(json.loads(answer)["balances"], index, audit_hash, agreeing, dissenting)
+                dissenting = {name: why for name, _, why in answers}
+                time.sleep(0.05)
+        raise AttestationError(f"no majority of {len(self.urls)} replicas attested the same balance", dissenting)
+
+    def _identity(self, url: str) -> tuple[str, VerifyKey]:
+        if url not in self._identities:
+            status = self.status_of(url)
+            self._identities[url] = (status["name"], VerifyKey(bytes.fromhex(status["node_key"])))
+        return self._identities[url]
+
+    def _attested_answer(self, url: str, account: str) -> tuple[str, tuple[int, str, bytes] | None, str]:
+        """(node name, (index, audit hash, canonical answer) or None, what it said)."""
+        try:
+            name, key = self._identity(url)
+            r = self._http.get(f"{url}/v1/accounts/{account}/balances", params={"attest": "true"})
+            body = r.json()
+            att = body["attestation"]
+            answer = msgspec.json.encode({"account": account, "balances": body["balances"]}, order="sorted")
+            signed = attestation_bytes(
+                self.cluster_id, att["node"], att["index"], bytes.fromhex(att["audit_hash"]), answer
+            )
+            key.verify(signed, bytes.fromhex(att["signature"]))
+        except (httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
+            return url, None, f"no valid answer: {exc.__class__.__name__}: {exc}"
+        except BadSignatureError:
+            return name, None, "attestation signature does not verify with its node key"
+        if att["node"] != name:
+            return name, None, f"signed as {att['node']!r}"
+        said = f"{body['balances']} at index {att['index']}"
+        return name, (att["index"], att["audit_hash"], answer), said
+
+    def events(self, after: int = 0, stop_at: int | None = None) -> Iterator[dict[str, Any]]:
+        """Applied entries from index `after + 1`, following node failures (resumes by Last-Event-ID)."""
+        last = after
+        failures = 0
+        while stop_at is None or last < stop_at:
+            url = self.urls[(self._preferred + failures) % len(self.urls)]
+            try:
+                with self._http.stream(
+                    "GET", url + "/v1/events", headers={"Last-Event-ID": str(last)}, timeout=httpx.Timeout(10, read=60)
+                ) as r:
+                    for event in _sse(r.iter_lines()):
+                        if event.get("event") == "gap":
+                            raise ClientError(f"{url} no longer holds entries after {last}: {event['data']}")
+                        if event.get("event") != "entry":
+                            continue
+                        data = json.loads(event["data"])
+                        last = data["index"]
+                        failures = 0
+                        yield data
+                        if stop_at is not None and last >= stop_at:
+                            return
+            except httpx.HTTPError:
+                failures += 1
+                if failures > 3 * len(self.urls):
+                    raise ClusterUnavailable("no node serves the event stream") from None
+                time.sleep(min(0.1 * failures, 1.0))
+
     def currencies(self) -> dict[str, int]:
         """code -> scale"""
         return {c["code"]: c["scale"] for c in self.request("GET", "/v1/currencies")["currencies"]}
@@ -179,3 +310,16 @@ class WalletClient:
         r = self._http.get(url.rstrip("/") + "/v1/status")
         r.raise_for_status()
         return dict(r.json())
+
+
+def _sse(lines: Iterator[str]) -> Iterator[dict[str, str]]:
+    """Parse Server-Sent Events into {field: value} dicts (comments and keep-alives skipped)."""
+    event: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if event:
+                yield event
+            event = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            event[name] = value.removeprefix(" ")

@@ -93,11 +93,14 @@ class LocalCluster:
             args += ["--minter", minter]
         return args + list(self.extra_args)
 
-    def start(self, i: int) -> None:
+    def start(self, i: int, command: Sequence[str] | None = None) -> None:
+        """Start node i, with its usual command line unless `command` replaces it."""
         log = open(self.log_path(i), "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self._logs[i] = log
         env = {**os.environ, **self.env}
-        self.processes[i] = subprocess.Popen(self.command(i), stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.processes[i] = subprocess.Popen(
+            list(command or self.command(i)), stdout=log, stderr=subprocess.STDOUT, env=env
+        )
 
     def start_all(self) -> None:
         for i in range(self.size):

@@ -73,21 +73,15 @@ def test_a_peer_without_the_cluster_secret_is_refused(make_cluster: ClusterFacto
         f.write("not-the-cluster-secret-at-all")
     command = cluster.command(2)
     command[command.index("--secret-file") + 1] = impostor_secret
-    log = open(cluster.log_path(2), "ab")  # noqa: SIM115 - closed below
-    impostor = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        cluster.wait_ready([0, 1], timeout=60)
-        time.sleep(2)  # several heartbeats and reconnect attempts
-        honest = httpx.get(cluster.urls[0] + "/v1/status").json()
-        member2 = next(m for m in honest["members"] if m["id"] == 2)
-        assert member2["connected"] is False
-        outsider = httpx.get(cluster.urls[2] + "/v1/status").json()
-        assert outsider["leader"] is None and outsider["audit_index"] == 0
-        assert honest["audit_index"] >= 1
-    finally:
-        impostor.kill()
-        impostor.wait()
-        log.close()
+    cluster.start(2, command)
+    cluster.wait_ready([0, 1], timeout=60)
+    time.sleep(2)  # several heartbeats and reconnect attempts
+    honest = httpx.get(cluster.urls[0] + "/v1/status").json()
+    member2 = next(m for m in honest["members"] if m["id"] == 2)
+    assert member2["connected"] is False
+    outsider = httpx.get(cluster.urls[2] + "/v1/status").json()
+    assert outsider["leader"] is None and outsider["audit_index"] == 0
+    assert honest["audit_index"] >= 1
 
 
 class _Exploit:

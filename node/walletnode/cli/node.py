@@ -16,6 +16,8 @@ import httpx
 from ..config import ConfigError, NodeConfig, resolve
 from ..consensus.raft import RaftSettings
 
+ALLOW_FAULTS = "WALLETNODE_ALLOW_TEST_FAULTS"
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log collectors."""
@@ -134,6 +136,13 @@ def whoami(**kw: Any) -> None:
 )
 @click.option("--join-via", multiple=True, help="With --join: HTTP URL of a member to ask (repeatable)")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
+@click.option(
+    "--test-fault",
+    "test_faults",
+    multiple=True,
+    type=click.Choice(["lie-on-reads"]),
+    help=f"Misbehave on purpose, for tests; refused unless {ALLOW_FAULTS}=1",
+)
 def serve(
     secret_file: str | None,
     heartbeat_ms: int,
@@ -141,6 +150,7 @@ def serve(
     snapshot_entries: int,
     join_via: tuple[str, ...],
     log_format: str,
+    test_faults: tuple[str, ...],
     **kw: Any,
 ) -> None:
     """Run one ledger node until SIGTERM/SIGINT."""
@@ -169,16 +179,22 @@ def serve(
         election_max_s=2 * election_timeout_ms / 1000,
         compact_entries=snapshot_entries,
     )
-    asyncio.run(_serve(config, secret, settings, join_via))
+    if test_faults and os.environ.get(ALLOW_FAULTS) != "1":
+        raise click.UsageError(f"--test-fault is for tests only and needs {ALLOW_FAULTS}=1 in the environment")
+    asyncio.run(_serve(config, secret, settings, join_via, frozenset(test_faults)))
 
 
-async def _serve(config: NodeConfig, secret: str, settings: RaftSettings, join_via: tuple[str, ...]) -> None:
+async def _serve(
+    config: NodeConfig, secret: str, settings: RaftSettings, join_via: tuple[str, ...], faults: frozenset[str]
+) -> None:
     from aiohttp import web
 
     from ..server.app import create_app
     from ..server.runtime import LedgerNode
 
-    node = LedgerNode(config, secret, settings)
+    node = LedgerNode(config, secret, settings, faults)
+    if faults:
+        logging.getLogger("walletnode").warning("TEST FAULTS ENABLED: %s", ", ".join(sorted(faults)))
     await node.start()
     runner = web.AppRunner(create_app(node), access_log=None, handler_cancellation=True)
     await runner.setup()

@@ -183,6 +183,8 @@ async def get_balances(request: web.Request) -> web.Response:
     with node.machine.reading() as ledger:
         balances = {currency: ledger.balance(key, currency)} if currency else ledger.wallet(key)
         index, audit_hash = ledger.seq, ledger.audit_hash
+    if "lie-on-reads" in node.faults:
+        balances = {code: amount + 1 for code, amount in balances.items()} or {"XXX": 1}
     body = Balances(account=key, balances=balances, index=index, consistency=mode)
     if attest:
         answer = msgspec.json.encode({"account": key, "balances": balances}, order="sorted")

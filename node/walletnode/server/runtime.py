@@ -26,8 +26,16 @@ log = logging.getLogger(__name__)
 
 
 class LedgerNode:
-    def __init__(self, config: NodeConfig, secret: str, settings: RaftSettings = RaftSettings()) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        secret: str,
+        settings: RaftSettings = RaftSettings(),
+        faults: frozenset[str] = frozenset(),
+    ) -> None:
         self.config = config
+        #: Deliberate misbehaviour for tests (see `walletnode serve --test-fault`); empty in production.
+        self.faults = faults
         self._secret = secret
         self._settings = settings
         self.machine = LedgerMachine()
