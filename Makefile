@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test test-fast test-k8s lint bench clean
+.PHONY: venv run test test-fast test-k8s k8s-down lint bench images clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,12 +27,22 @@ bench: $(STAMP)
 	$(BIN)/pytest tests/bench --benchmark-only --benchmark-json=bench/hot-paths.json
 	$(BIN)/python bench/node_throughput.py --out bench/results.json
 
+test-k8s: $(STAMP)
+	hack/k8s/up --with-node
+	$(BIN)/pytest tests/k8s -m k8s
+
+k8s-down:
+	hack/k8s/down
+
 test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check node operator tests
 	$(BIN)/mypy node/walletnode
+
+images:
+	images/build
 
 clean:
 	rm -rf $(VENV) .run
