@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 HOSTNAME = re.compile(r"^(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-(?P<ordinal>[0-9]+)$")
 
@@ -39,7 +39,6 @@ class NodeConfig:
     data_dir: str
     minters: tuple[str, ...] = ()
     join: bool = False
-    http_peers: dict[int, str] = field(default_factory=dict)  # id -> base URL, when known
 
     @property
     def self_member(self) -> Member:

@@ -105,8 +105,19 @@ def test_node_image_entrypoint_is_walletnode_serve(built: dict[str, str]) -> Non
     assert "Run one ledger node" in helped.stdout
     # The identity comes from the hostname, as in a StatefulSet.
     whoami = docker(
-        "run", "--rm", "--read-only", "--hostname", "ledger-2", "--entrypoint", "walletnode", NODE,
-        "whoami", "--service", "ledger-peers", "--namespace", "prod",
+        "run",
+        "--rm",
+        "--read-only",
+        "--hostname",
+        "ledger-2",
+        "--entrypoint",
+        "walletnode",
+        NODE,
+        "whoami",
+        "--service",
+        "ledger-peers",
+        "--namespace",
+        "prod",
     )
     identity = json.loads(whoami.stdout)
     assert "ledger-2.ledger-peers.prod.svc:7700" in json.dumps(identity)
@@ -116,7 +127,13 @@ def test_operator_image_runs_python_m_walletoperator(built: dict[str, str]) -> N
     config = inspect(OPERATOR)["Config"]
     assert config["Entrypoint"] == ["python", "-m", "walletoperator"]
     imported = docker(
-        "run", "--rm", "--read-only", "--entrypoint", "python", OPERATOR, "-c",
+        "run",
+        "--rm",
+        "--read-only",
+        "--entrypoint",
+        "python",
+        OPERATOR,
+        "-c",
         "import kopf, kubernetes, walletoperator, walletnode.client; print('ok')",
     )
     assert imported.stdout.strip() == "ok"
@@ -268,9 +285,7 @@ def test_two_builds_of_one_commit_install_the_same_files(built: dict[str, str]) 
             run_script("images/build", "--source", "HEAD", "--no-cache", "--tag", tag, "--quiet")
         for image in ("node", "operator"):
             a, b = (f"walletcluster/{image}:{tag}" for tag in tags)
-            compared = subprocess.run(
-                [str(REPO / "images/compare"), a, b], capture_output=True, text=True, timeout=600
-            )
+            compared = subprocess.run([str(REPO / "images/compare"), a, b], capture_output=True, text=True, timeout=600)
             assert compared.returncode == 0, compared.stdout + compared.stderr
             assert "filesystem: identical" in compared.stdout
             assert "config: identical" in compared.stdout

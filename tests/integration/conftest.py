@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
@@ -48,6 +50,22 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
     cluster.wait_ready(timeout=60)
     yield cluster
     cluster.stop_all()
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    what: str = "condition",
+    diagnose: Callable[[], str] = lambda: "",
+) -> Any:
+    """Poll until `predicate` returns something other than None/False; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value is not None and value is not False:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}\n{diagnose()}")
 
 
 def funded(client: WalletClient, accounts: list[SigningKey], amount: int, code: str = "USD") -> None:

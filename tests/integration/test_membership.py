@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 from nacl.signing import SigningKey
@@ -15,16 +14,7 @@ from walletnode.client import WalletClient
 from walletnode.ledger.signing import public_hex
 from walletnode.localcluster import free_ports
 
-from .conftest import MINTER, ClusterFactory, funded
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from .conftest import MINTER, ClusterFactory, funded, wait_for
 
 
 def test_join_catch_up_and_removal(make_cluster: ClusterFactory) -> None:
