@@ -20,7 +20,7 @@ run: $(STAMP)
 test: $(STAMP)
 	hack/host-deps
 	$(BIN)/ruff check node operator tests bench
-	$(BIN)/mypy node/walletnode
+	$(BIN)/mypy node/walletnode operator/walletoperator
 	$(BIN)/pytest tests --benchmark-disable
 
 bench: $(STAMP)
@@ -39,7 +39,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check node operator tests
-	$(BIN)/mypy node/walletnode
+	$(BIN)/mypy node/walletnode operator/walletoperator
 
 images:
 	images/build

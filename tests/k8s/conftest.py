@@ -18,6 +18,7 @@ import re
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,13 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
     yield name
     # Deletion finishes in the background (namespace controller); tests don't wait for it.
     kubectl.run("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture(scope="session")
+def node_image(k8s_node: str) -> str:
+    """walletcluster/node:dev built by `make images` and imported into the node's containerd."""
+    repo = Path(__file__).resolve().parents[2]
+    for step in (["images/build"], ["hack/k8s/load-images"]):
+        done = subprocess.run(step, cwd=repo, capture_output=True, text=True, timeout=1700)
+        assert done.returncode == 0, f"{step[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return "walletcluster/node:dev"

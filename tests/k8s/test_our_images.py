@@ -3,16 +3,11 @@ reaches the API server through the `kubernetes` Service with its ServiceAccount 
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
 
 from .kube import Kubectl, wait_until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800, func_only=True)]
-
-REPO = Path(__file__).resolve().parents[2]
 
 ASK_THE_API = """
 import json, ssl, urllib.request
@@ -22,14 +17,6 @@ request = urllib.request.Request("https://kubernetes.default.svc/version",
 context = ssl.create_default_context(cafile=sa + "/ca.crt")
 print("apiserver", json.load(urllib.request.urlopen(request, context=context, timeout=10))["gitVersion"])
 """
-
-
-@pytest.fixture(scope="module")
-def node_image(k8s_node: str) -> str:
-    for step in (["images/build"], ["hack/k8s/load-images"]):
-        done = subprocess.run(step, cwd=REPO, capture_output=True, text=True, timeout=1700)
-        assert done.returncode == 0, f"{step[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-    return "walletcluster/node:dev"
 
 
 def test_a_pod_of_our_node_image_reaches_the_api_server(kubectl: Kubectl, node_image: str, namespace: str) -> None:

@@ -134,7 +134,9 @@ def whoami(**kw: Any) -> None:
     show_default=True,
     help="Take a snapshot (and compact the journal) after this many log entries",
 )
-@click.option("--join-via", multiple=True, help="With --join: HTTP URL of a member to ask (repeatable)")
+@click.option("--join-via", multiple=True,
+              help="With --join: ask the member at this HTTP URL to add us (repeatable); without it, "
+                   "something else (the operator) adds this node")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
 @click.option(
     "--test-fault",
@@ -211,7 +213,7 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if config.join:
+    if config.join and join_via:
         loop.create_task(_join(config, secret, join_via))
     await stop.wait()
     await runner.cleanup()
@@ -221,12 +223,6 @@ async def _serve(
 async def _join(config: NodeConfig, secret: str, urls: tuple[str, ...]) -> None:
     """Ask members to add us until one (the leader, or one forwarding to it) says yes."""
     log = logging.getLogger("walletnode.join")
-    if not urls:
-        urls = tuple(
-            f"http://{m.raft_address.rpartition(':')[0]}:{config.http_port}"
-            for m in config.members
-            if m.id != config.id
-        )
     body = {"address": config.self_member.raft_address}
     async with httpx.AsyncClient(timeout=15) as client:
         while True:

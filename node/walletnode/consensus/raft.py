@@ -201,6 +201,10 @@ class RaftReplicator:
             sendBufferSize=4 << 20,
             recvBufferSize=4 << 20,
             bindRetryTime=0.2,
+            # Pods get new IPs when they are replaced; pysyncobj caches lookups for 10 minutes
+            # by default, which kept a restarted member from reaching its peers for that long.
+            dnsCacheTime=2.0,
+            dnsFailCacheTime=1.0,
         )
         self._compact_bytes = settings.compact_bytes
         self._engine = _Engine(self_address, peers, conf, self.journal, machine)

@@ -1,0 +1,283 @@
+"""Pure builders: a WalletCluster (and what the operator knows) -> the manifests it owns.
+
+No I/O: the same inputs give the same objects, so applying them twice changes nothing and a
+hand edit of an owned field is reverted by the next apply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .spec import GROUP, HTTP_PORT, RAFT_PORT, VERSION, ClusterRef, Spec
+
+SECRET_KEY = "secret"
+Manifest = dict[str, Any]
+
+
+def labels(ref: ClusterRef) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "walletcluster",
+        "app.kubernetes.io/instance": ref.name,
+        "app.kubernetes.io/component": "ledger",
+        "app.kubernetes.io/managed-by": "walletcluster-operator",
+    }
+
+
+def selector(ref: ClusterRef) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "walletcluster", "app.kubernetes.io/instance": ref.name}
+
+
+def peer_service_name(ref: ClusterRef) -> str:
+    return f"{ref.name}-peers"
+
+
+def raft_address(ref: ClusterRef, ordinal: int) -> str:
+    """How members dial pod `ordinal` (the node derives the same from its hostname)."""
+    return f"{ref.name}-{ordinal}.{peer_service_name(ref)}.{ref.namespace}.svc:{RAFT_PORT}"
+
+
+def _meta(ref: ClusterRef, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": ref.namespace,
+        "labels": labels(ref),
+        "ownerReferences": [
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "WalletCluster",
+                "name": ref.name,
+                "uid": ref.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def secret(ref: ClusterRef, value: str) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(ref, f"{ref.name}-secret"),
+        "type": "Opaque",
+        "stringData": {SECRET_KEY: value},
+    }
+
+
+def config_map(ref: ClusterRef, spec: Spec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(ref, f"{ref.name}-config"),
+        "data": {"minters": " ".join(spec.minters)},
+    }
+
+
+def service_account(ref: ClusterRef) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(ref, ref.name),
+        "automountServiceAccountToken": False,
+    }
+
+
+def peer_service(ref: ClusterRef) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(ref, peer_service_name(ref)),
+        "spec": {
+            "clusterIP": "None",
+            # Raft peers must find each other before they are Ready (readiness needs a leader).
+            "publishNotReadyAddresses": True,
+            "selector": selector(ref),
+            "ports": [
+                {"name": "raft", "port": RAFT_PORT, "targetPort": "raft"},
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http"},
+            ],
+        },
+    }
+
+
+def client_service(ref: ClusterRef, spec: Spec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(ref, ref.name),
+        "spec": {
+            "type": spec.service_type,
+            "selector": selector(ref),
+            "ports": [{"name": "http", "port": spec.service_port, "targetPort": "http"}],
+        },
+    }
+
+
+def pod_disruption_budget(ref: ClusterRef, spec: Spec) -> Manifest:
+    """Voluntary evictions may never take away the Raft majority."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(ref, ref.name),
+        "spec": {"minAvailable": spec.replicas // 2 + 1, "selector": {"matchLabels": selector(ref)}},
+    }
+
+
+def network_policy(ref: ClusterRef) -> Manifest:
+    """The Raft port only from this cluster's own pods; the API from anywhere."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(ref, ref.name),
+        "spec": {
+            "podSelector": {"matchLabels": selector(ref)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": selector(ref)}}],
+                    "ports": [{"protocol": "TCP", "port": RAFT_PORT}],
+                },
+                {"ports": [{"protocol": "TCP", "port": HTTP_PORT}]},
+            ],
+        },
+    }
+
+
+CONFIG_HASH = f"{GROUP}/config-hash"
+
+
+def config_hash(spec: Spec) -> str:
+    """What a running pod must be restarted for (not the membership size: joiners handle that)."""
+    relevant = [
+        spec.image,
+        spec.image_pull_policy,
+        spec.heartbeat_ms,
+        spec.election_timeout_ms,
+        spec.resources,
+        sorted(spec.minters),
+        spec.affinity,
+        list(spec.tolerations),
+        spec.node_selector,
+    ]
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def node_args(ref: ClusterRef, spec: Spec, members: int) -> list[str]:
+    """`members` is the committed Raft membership size: pods beyond it start as joiners."""
+    return [
+        "--replicas",
+        str(members),
+        "--service",
+        peer_service_name(ref),
+        "--name",
+        ref.name,
+        "--cluster-id",
+        f"{ref.namespace}/{ref.name}",
+        "--raft-port",
+        str(RAFT_PORT),
+        "--secret-file",
+        f"/etc/walletcluster/{SECRET_KEY}",
+        "--heartbeat-ms",
+        str(spec.heartbeat_ms),
+        "--election-timeout-ms",
+        str(spec.election_timeout_ms),
+        "--join",
+    ]
+
+
+def stateful_set(ref: ClusterRef, spec: Spec, pods: int, members: int) -> Manifest:
+    """`pods` is how many pods to run now (the operator moves it one member at a time)."""
+    container: dict[str, Any] = {
+        "name": "node",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "args": node_args(ref, spec, members),
+        "env": [
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {
+                "name": "WALLET_MINTERS",
+                "valueFrom": {"configMapKeyRef": {"name": f"{ref.name}-config", "key": "minters"}},
+            },
+        ],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT}, {"name": "raft", "containerPort": RAFT_PORT}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2, "failureThreshold": 2},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/data"},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "secret", "mountPath": "/etc/walletcluster", "readOnly": True},
+        ],
+    }
+    if spec.resources:
+        container["resources"] = spec.resources
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": ref.name,
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 10,
+        "securityContext": {"fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            {"name": "secret", "secret": {"secretName": f"{ref.name}-secret"}},
+        ],
+    }
+    if spec.affinity:
+        pod_spec["affinity"] = spec.affinity
+    if spec.tolerations:
+        pod_spec["tolerations"] = list(spec.tolerations)
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = spec.node_selector
+    claim: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.storage_size}},
+    }
+    if spec.storage_class is not None:
+        claim["storageClassName"] = spec.storage_class
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta(ref, ref.name),
+        "spec": {
+            "replicas": pods,
+            "serviceName": peer_service_name(ref),
+            # All members must start together: a lone pod-0 can never become Ready (no quorum).
+            "podManagementPolicy": "Parallel",
+            # The operator replaces pods itself: followers first, the leader last after a transfer.
+            "updateStrategy": {"type": "OnDelete"},
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": spec.reclaim_policy,
+                # A removed member's log is stale; a member added later must start empty.
+                "whenScaled": "Delete",
+            },
+            "selector": {"matchLabels": selector(ref)},
+            "template": {
+                "metadata": {"labels": labels(ref), "annotations": {CONFIG_HASH: config_hash(spec)}},
+                "spec": pod_spec,
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "data", "labels": labels(ref)}, "spec": claim}],
+        },
+    }
+
+
+def desired(ref: ClusterRef, spec: Spec, secret_value: str, pods: int, members: int) -> list[Manifest]:
+    """Every object a WalletCluster owns, in the order they should be applied."""
+    return [
+        secret(ref, secret_value),
+        config_map(ref, spec),
+        service_account(ref),
+        peer_service(ref),
+        client_service(ref, spec),
+        pod_disruption_budget(ref, spec),
+        network_policy(ref),
+        stateful_set(ref, spec, pods, members),
+    ]

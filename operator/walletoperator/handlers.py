@@ -1,0 +1,214 @@
+"""kopf handlers: observe, decide (plan.py), apply the owned objects (builders.py), take one step.
+
+Every handler is the same reconcile: on create, on spec changes, on operator start (resume), and
+on a timer, so drift (a hand edit, a dead pod, a lost leader) is repaired within seconds.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from typing import Any
+
+import httpx
+import kopf
+
+from . import builders
+from .kube import Kube
+from .plan import Action, Observed, PodView, RaftView, decide
+from .spec import GROUP, HTTP_PORT, PLURAL, VERSION, ClusterRef, Spec
+
+_kube: Kube | None = None
+# kopf runs timers concurrently with change handlers; one reconcile per cluster at a time.
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def kube() -> Kube:
+    global _kube
+    if _kube is None:
+        _kube = Kube()
+    return _kube
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.level = 20  # Events for every step (INFO and up)
+    settings.persistence.finalizer = f"{GROUP}/operator"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.timer(GROUP, VERSION, PLURAL, interval=3.0, initial_delay=1.0)
+def reconcile(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    name: str,
+    namespace: str | None,
+    uid: str,
+    patch: kopf.Patch,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    with _locks_guard:
+        lock = _locks.setdefault(uid, threading.Lock())
+    with lock:
+        _reconcile(body, spec, ClusterRef(name, namespace or "default", uid), patch, logger)
+
+
+def _reconcile(body: kopf.Body, spec: kopf.Spec, ref: ClusterRef, patch: kopf.Patch, logger: kopf.Logger) -> None:
+    name, namespace = ref.name, ref.namespace
+    wanted = Spec.parse(dict(spec))
+    k = kube()
+    secret_value = k.secret_value(f"{name}-secret", namespace, builders.SECRET_KEY)
+    seen = observe(k, ref, wanted)
+    address_of = {i: builders.raft_address(ref, i) for i in range(max(wanted.replicas, seen.statefulset_pods) + 1)}
+    plan = decide(wanted, seen, address_of)
+    if wanted.paused:
+        _status(patch, body, wanted, seen, "Paused", plan.conditions, ref)
+        return
+    if secret_value is None:
+        secret_value = secrets.token_hex(32)
+        kopf.info(body, reason="SecretCreated", message="generated the cluster secret for peer authentication")
+    for manifest in builders.desired(ref, wanted, secret_value, plan.pods, plan.members_arg):
+        k.apply(manifest)
+    if not seen.statefulset_exists:
+        kopf.info(body, reason="Created", message=f"created the owned objects and {plan.pods} members")
+    if plan.action is not None:
+        take(plan.action, ref, seen, secret_value, body, logger)
+    _status(patch, body, wanted, seen, plan.phase, plan.conditions, ref)
+
+
+def observe(k: Kube, ref: ClusterRef, wanted: Spec) -> Observed:
+    sts = k.get("apps/v1", "StatefulSet", ref.name, ref.namespace)
+    pods: list[PodView] = []
+    statuses: list[dict[str, Any]] = []
+    template_hash = builders.config_hash(wanted)
+    for pod in k.pods(ref.namespace, builders.selector(ref)):
+        meta, status = pod["metadata"], pod.get("status") or {}
+        ordinal = int(meta["name"].rpartition("-")[2])
+        running = any("running" in (c.get("state") or {}) for c in status.get("containerStatuses") or [])
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
+        ip = status.get("podIP")
+        current = (meta.get("annotations") or {}).get(builders.CONFIG_HASH) == template_hash
+        pods.append(PodView(ordinal, meta["name"], running, ready, current, builders.raft_address(ref, ordinal), ip))
+        if running and ip:
+            node_status = _node_status(ip)
+            if node_status is not None:
+                statuses.append(node_status)
+    raft = None
+    leaders = [s for s in statuses if s["role"] == "leader"]
+    if leaders:
+        top = max(leaders, key=lambda s: s["term"])
+        raft = RaftView(
+            top["name"],
+            top["term"],
+            top["commit_index"],
+            top["applied_index"],
+            tuple(m["raft_address"] for m in top["members"]),
+        )
+    members_arg = wanted.replicas
+    if sts is not None:
+        args = sts["spec"]["template"]["spec"]["containers"][0].get("args", [])
+        if "--replicas" in args:
+            members_arg = int(args[args.index("--replicas") + 1])
+    return Observed(
+        sts is not None,
+        int((sts or {}).get("spec", {}).get("replicas", 0)),
+        members_arg,
+        tuple(sorted(pods, key=lambda p: p.ordinal)),
+        raft,
+    )
+
+
+def _node_status(ip: str) -> dict[str, Any] | None:
+    try:
+        r = httpx.get(f"http://{ip}:{HTTP_PORT}/v1/status", timeout=2)
+        return dict(r.json()) if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def take(
+    action: Action, ref: ClusterRef, seen: Observed, secret_value: str, body: kopf.Body, logger: kopf.Logger
+) -> None:
+    """One step, through the leader's admin API (Raft changes membership one member at a time)."""
+    leader = next((p for p in seen.pods if seen.raft and p.name == seen.raft.leader), None)
+    if action.kind == "delete_pod":
+        kube().delete_pod(action.target, ref.namespace)
+        kopf.info(body, reason="PodReplaced", message=f"deleted {action.target}: {action.reason}")
+        return
+    if leader is None or leader.ip is None:
+        return
+    headers = {"Authorization": f"Bearer {secret_value}"}
+    url = f"http://{leader.ip}:{HTTP_PORT}"
+    try:
+        if action.kind == "add_member":
+            r = httpx.post(f"{url}/v1/members", json={"address": action.target}, headers=headers, timeout=15)
+        elif action.kind == "remove_member":
+            r = httpx.delete(f"{url}/v1/members/{action.target}", headers=headers, timeout=15)
+        else:
+            r = httpx.post(f"{url}/v1/leadership", json={}, headers=headers, timeout=15)
+    except httpx.HTTPError as exc:
+        logger.warning("%s failed: %s (will retry)", action.kind, exc)
+        return
+    if r.status_code == 200:
+        reason = {
+            "add_member": "MemberAdded",
+            "remove_member": "MemberRemoved",
+            "transfer_leadership": "LeadershipTransferred",
+        }[action.kind]
+        kopf.info(body, reason=reason, message=f"{action.target or leader.name}: {action.reason}")
+    else:
+        logger.warning("%s answered %s: %s (will retry)", action.kind, r.status_code, r.text[:200])
+
+
+def _status(
+    patch: kopf.Patch,
+    body: kopf.Body,
+    wanted: Spec,
+    seen: Observed,
+    phase: str,
+    conditions: dict[str, tuple[bool, str]],
+    ref: ClusterRef,
+) -> None:
+    raft = seen.raft
+    previous = {c["type"]: c for c in (body.get("status") or {}).get("conditions") or []}
+    now = kopf_now()
+    patch.status.update(
+        {
+            "phase": phase,
+            "replicas": len(raft.members) if raft else seen.statefulset_pods,
+            "readyReplicas": sum(p.ready for p in seen.pods),
+            "leader": raft.leader if raft else None,
+            "term": raft.term if raft else None,
+            "commitIndex": raft.commit_index if raft else None,
+            "appliedIndex": raft.applied_index if raft else None,
+            "members": [p.name for p in seen.pods if raft and p.raft_address in raft.members],
+            "observedGeneration": body.metadata.get("generation"),
+            "selector": ",".join(f"{k}={v}" for k, v in builders.selector(ref).items()),
+            "conditions": [
+                {
+                    "type": kind,
+                    "status": "True" if ok else "False",
+                    "reason": kind if ok else f"Not{kind}",
+                    "message": message,
+                    "lastTransitionTime": previous[kind]["lastTransitionTime"]
+                    if kind in previous and previous[kind]["status"] == ("True" if ok else "False")
+                    else now,
+                }
+                for kind, (ok, message) in conditions.items()
+            ],
+        }
+    )
+
+
+def kopf_now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

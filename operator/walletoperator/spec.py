@@ -1,0 +1,63 @@
+"""The WalletCluster spec as a typed value (defaults come from the CRD; these mirror them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+GROUP = "ledger.walletcluster.io"
+VERSION = "v1alpha1"
+PLURAL = "walletclusters"
+RAFT_PORT = 7700
+HTTP_PORT = 8700
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    replicas: int = 3
+    image: str = "walletcluster/node:dev"
+    image_pull_policy: str = "IfNotPresent"
+    resources: dict[str, Any] = field(default_factory=dict)
+    storage_size: str = "1Gi"
+    storage_class: str | None = None
+    reclaim_policy: str = "Retain"
+    minters: tuple[str, ...] = ()
+    heartbeat_ms: int = 100
+    election_timeout_ms: int = 1000
+    service_type: str = "ClusterIP"
+    service_port: int = HTTP_PORT
+    affinity: dict[str, Any] | None = None
+    tolerations: tuple[dict[str, Any], ...] = ()
+    node_selector: dict[str, str] = field(default_factory=dict)
+    paused: bool = False
+
+    @classmethod
+    def parse(cls, spec: dict[str, Any]) -> Spec:
+        storage = spec.get("storage") or {}
+        raft = spec.get("raft") or {}
+        service = spec.get("service") or {}
+        return cls(
+            replicas=int(spec.get("replicas", 3)),
+            image=spec.get("image", cls.image),
+            image_pull_policy=spec.get("imagePullPolicy", cls.image_pull_policy),
+            resources=dict(spec.get("resources") or {}),
+            storage_size=storage.get("size", cls.storage_size),
+            storage_class=storage.get("storageClassName"),
+            reclaim_policy=storage.get("reclaimPolicy", cls.reclaim_policy),
+            minters=tuple(spec.get("minters") or ()),
+            heartbeat_ms=int(raft.get("heartbeatMs", cls.heartbeat_ms)),
+            election_timeout_ms=int(raft.get("electionTimeoutMs", cls.election_timeout_ms)),
+            service_type=service.get("type", cls.service_type),
+            service_port=int(service.get("port", cls.service_port)),
+            affinity=spec.get("affinity"),
+            tolerations=tuple(spec.get("tolerations") or ()),
+            node_selector=dict(spec.get("nodeSelector") or {}),
+            paused=bool(spec.get("paused", False)),
+        )

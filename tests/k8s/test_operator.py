@@ -1,0 +1,237 @@
+"""The WalletCluster CRD and the kopf operator on a real API server, with real ledger pods."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from nacl.signing import SigningKey
+
+from walletnode.client import WalletClient
+from walletnode.ledger.signing import public_hex
+
+from .kube import Kubectl, KubectlError, wait_until
+
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900, func_only=True)]
+
+REPO = Path(__file__).resolve().parents[2]
+MINTER = SigningKey(bytes([7]) * 32)
+PV_ROOT = Path("/var/tmp/walletcluster-test-pv")
+OWNED = [
+    "secret/wallet-secret",
+    "configmap/wallet-config",
+    "serviceaccount/wallet",
+    "service/wallet-peers",
+    "service/wallet",
+    "poddisruptionbudget/wallet",
+    "networkpolicy/wallet",
+    "statefulset/wallet",
+]
+
+
+@pytest.fixture(scope="module")
+def crd(k8s_cluster: str, kubectl: Kubectl) -> None:
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "walletcluster.yaml"))
+    kubectl.run("wait", "--for", "condition=established", "crd/walletclusters.ledger.walletcluster.io", "--timeout=60s")
+
+
+def cluster(name: str = "wallet", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "ledger.walletcluster.io/v1alpha1",
+        "kind": "WalletCluster",
+        "metadata": {"name": name},
+        "spec": {"minters": [public_hex(MINTER)], **spec},
+    }
+
+
+def rejected(kubectl: Kubectl, namespace: str, obj: dict[str, Any]) -> str:
+    with pytest.raises(KubectlError) as failure:
+        kubectl.apply(obj, namespace)
+    return str(failure.value)
+
+
+def test_invalid_walletclusters_are_rejected_with_clear_messages(crd: None, kubectl: Kubectl, namespace: str) -> None:
+    assert "replicas must be 1, 3, 5 or 7" in rejected(kubectl, namespace, cluster(replicas=4))
+    assert "64 lowercase hex" in rejected(kubectl, namespace, {**cluster(), "spec": {"minters": ["ABC"]}})
+    for size in ("-1Gi", "lots", "0"):
+        assert "positive quantity" in rejected(kubectl, namespace, cluster(storage={"size": size}))
+    assert "three heartbeats" in rejected(
+        kubectl, namespace, cluster(raft={"heartbeatMs": 100, "electionTimeoutMs": 200})
+    )
+    kubectl.apply(cluster(storage={"storageClassName": "fast"}), namespace)
+    changed = kubectl.run(
+        "patch",
+        "wc",
+        "wallet",
+        "-n",
+        namespace,
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"spec": {"storage": {"storageClassName": "slow"}}}),
+        check=False,
+    )
+    assert changed.returncode != 0 and "cannot be changed after creation" in changed.stderr
+    stored = kubectl.json("get", "wc", "wallet", "-n", namespace)["spec"]
+    assert stored["replicas"] == 3 and stored["storage"]["reclaimPolicy"] == "Retain", "defaults applied"
+
+
+@pytest.fixture
+def operator(crd: None, k8s_cluster: str, namespace: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "operator.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "walletoperator",
+                "-n",
+                namespace,
+                "--log-format",
+                "plain",
+                "--liveness",
+                f"http://127.0.0.1:{port}/healthz",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": k8s_cluster},
+        )
+    wait_until("the operator's liveness endpoint", lambda: _alive(port), timeout=60)
+    yield proc
+    proc.terminate()
+    proc.wait(timeout=30)
+    print(log.read_text()[-4000:])
+
+
+def _alive(port: int) -> bool | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200 or None
+    except httpx.HTTPError:
+        return None
+
+
+@pytest.fixture
+def volumes(kubectl: Kubectl, namespace: str) -> Iterator[None]:
+    """hostPath PersistentVolumes pre-bound to the claims the StatefulSet will make (no provisioner here)."""
+    names = []
+    for i in range(5):
+        path = PV_ROOT / f"{namespace}-{i}"
+        path.mkdir(parents=True, exist_ok=True)
+        PV_ROOT.chmod(0o755)
+        os.chown(path, 10001, 10001)
+        name = f"{namespace}-data-{i}"
+        kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": str(path), "type": "Directory"},
+                    "claimRef": {"namespace": namespace, "name": f"data-wallet-{i}"},
+                },
+            }
+        )
+        names.append(name)
+    yield
+    kubectl.run("delete", "pv", *names, "--wait=false", check=False)
+    for i in range(5):
+        shutil.rmtree(PV_ROOT / f"{namespace}-{i}", ignore_errors=True)
+
+
+def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    return (kubectl.get("wc", "wallet", namespace) or {}).get("status") or {}
+
+
+def running_with(kubectl: Kubectl, namespace: str, members: int) -> dict[str, Any] | None:
+    s = status(kubectl, namespace)
+    ok = s.get("phase") == "Running" and s.get("readyReplicas") == members and len(s.get("members", [])) == members
+    return s if ok and s.get("leader") else None
+
+
+def pod_urls(kubectl: Kubectl, namespace: str) -> list[str]:
+    pods = kubectl.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=wallet")["items"]
+    return [f"http://{p['status']['podIP']}:8700" for p in pods if p["status"].get("podIP")]
+
+
+def weaken_pdb(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.run("patch", "pdb", "wallet", "-n", namespace, "--type", "merge", "-p", '{"spec":{"minAvailable":0}}')
+
+
+def pdb_min(kubectl: Kubectl, namespace: str) -> int:
+    return int(kubectl.get("pdb", "wallet", namespace)["spec"]["minAvailable"])  # type: ignore[index]
+
+
+def test_walletcluster_lifecycle(
+    node_image: str, operator: subprocess.Popen[bytes], volumes: None, kubectl: Kubectl, namespace: str
+) -> None:
+    applied = time.monotonic()
+    kubectl.apply(cluster(imagePullPolicy="Never"), namespace)
+    wait_until(
+        "every owned object",
+        lambda: all(kubectl.get(*kind.split("/"), namespace) for kind in OWNED) or None,
+        timeout=60,
+    )
+    created_in = time.monotonic() - applied
+    for kind in OWNED:
+        owner = kubectl.get(*kind.split("/"), namespace)["metadata"]["ownerReferences"][0]  # type: ignore[index]
+        assert owner["kind"] == "WalletCluster" and owner["name"] == "wallet"
+    first = wait_until("a running 3-member cluster", lambda: running_with(kubectl, namespace, 3), timeout=180)
+    print(f"owned objects created {created_in:.1f}s after apply; Running after {time.monotonic() - applied:.1f}s")
+    assert {c["type"]: c["status"] for c in first["conditions"]}["Available"] == "True"
+    table = kubectl.run("get", "wc", "-n", namespace).stdout
+    assert table.split()[:7] == ["NAME", "REPLICAS", "READY", "LEADER", "TERM", "PHASE", "AGE"]
+    reasons = {e["reason"] for e in kubectl.json("get", "events", "-n", namespace)["items"]}
+    assert {"Created", "SecretCreated"} <= reasons
+
+    with WalletClient(pod_urls(kubectl, namespace)) as client:
+        assert client.create_currency(MINTER, "USD", 2) == "ok"
+        holder = SigningKey.generate()
+        assert client.mint(MINTER, public_hex(holder), "USD", 5000) == "ok"
+
+    # A hand edit of an owned object is reverted (here: someone weakens the quorum-keeping PDB).
+    weaken_pdb(kubectl, namespace)
+    wait_until("the hand edit to be reverted", lambda: pdb_min(kubectl, namespace) == 2 or None, timeout=60)
+
+    kubectl.run("scale", "wc", "wallet", "-n", namespace, "--replicas", "5")
+    wait_until("five members", lambda: running_with(kubectl, namespace, 5), timeout=240)
+    kubectl.run("scale", "wc", "wallet", "-n", namespace, "--replicas", "3")
+    wait_until("three members again", lambda: running_with(kubectl, namespace, 3), timeout=240)
+    wait_until(
+        "the removed members' claims to go",
+        lambda: not kubectl.get("pvc", "data-wallet-4", namespace) or None,
+        timeout=120,
+    )
+    with WalletClient(pod_urls(kubectl, namespace)) as client:
+        assert client.balances(public_hex(holder)) == {"USD": 5000}, "data survives scaling"
+
+    kubectl.run("patch", "wc", "wallet", "-n", namespace, "--type", "merge", "-p", '{"spec":{"paused":true}}')
+    wait_until("the Paused phase", lambda: status(kubectl, namespace).get("phase") == "Paused" or None)
+    weaken_pdb(kubectl, namespace)
+    time.sleep(8)  # several reconcile periods: a paused cluster must not be touched
+    assert pdb_min(kubectl, namespace) == 0
+    kubectl.run("patch", "wc", "wallet", "-n", namespace, "--type", "merge", "-p", '{"spec":{"paused":false}}')
+    wait_until("the edit to be reverted after unpausing", lambda: pdb_min(kubectl, namespace) == 2 or None, timeout=60)
+
+    kubectl.run("delete", "wc", "wallet", "-n", namespace, "--wait=true", "--timeout=120s")
+    wait_until(
+        "garbage collection of the owned objects",
+        lambda: not any(kubectl.get(*kind.split("/"), namespace) for kind in OWNED) or None,
+        timeout=120,
+    )
+    assert kubectl.get("pvc", "data-wallet-0", namespace) is not None, "reclaimPolicy Retain keeps the data"

@@ -1,0 +1,120 @@
+"""The operator's pure parts: manifests from a spec, and the one-step-at-a-time plan."""
+
+from __future__ import annotations
+
+import pytest
+
+from walletoperator import builders
+from walletoperator.plan import Observed, PodView, RaftView, decide
+from walletoperator.spec import ClusterRef, Spec
+
+REF = ClusterRef("wallet", "prod", "uid-123")
+MINTER = "ab" * 32
+
+
+def spec(**kw: object) -> Spec:
+    return Spec.parse({"minters": [MINTER], **kw})
+
+
+def by_kind(manifests: list[dict]) -> dict[str, dict]:  # type: ignore[type-arg]
+    return {f"{m['kind']}/{m['metadata']['name']}": m for m in manifests}
+
+
+def test_every_owned_object_is_built_and_owned() -> None:
+    objs = by_kind(builders.desired(REF, spec(), "s3cret", 3, 3))
+    assert set(objs) == {
+        "Secret/wallet-secret",
+        "ConfigMap/wallet-config",
+        "ServiceAccount/wallet",
+        "Service/wallet-peers",
+        "Service/wallet",
+        "PodDisruptionBudget/wallet",
+        "NetworkPolicy/wallet",
+        "StatefulSet/wallet",
+    }
+    for obj in objs.values():
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner["uid"] == "uid-123" and owner["controller"] and owner["kind"] == "WalletCluster"
+        assert obj["metadata"]["namespace"] == "prod"
+    assert builders.desired(REF, spec(), "s3cret", 3, 3) == builders.desired(REF, spec(), "s3cret", 3, 3)
+
+
+def test_statefulset_shape() -> None:
+    sts = builders.stateful_set(
+        REF, spec(storage={"size": "2Gi", "reclaimPolicy": "Delete", "storageClassName": "fast"}), 4, 3
+    )
+    s = sts["spec"]
+    assert s["replicas"] == 4 and s["serviceName"] == "wallet-peers"
+    assert s["podManagementPolicy"] == "Parallel" and s["updateStrategy"] == {"type": "OnDelete"}
+    assert s["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Delete", "whenScaled": "Delete"}
+    claim = s["volumeClaimTemplates"][0]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "2Gi" and claim["storageClassName"] == "fast"
+    (container,) = s["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--replicas") + 1] == "3", "pods beyond the membership start as joiners"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+
+
+@pytest.mark.parametrize(("replicas", "quorum"), [(1, 1), (3, 2), (5, 3), (7, 4)])
+def test_pdb_preserves_the_quorum(replicas: int, quorum: int) -> None:
+    assert builders.pod_disruption_budget(REF, spec(replicas=replicas))["spec"]["minAvailable"] == quorum
+
+
+def test_raft_port_only_from_peers() -> None:
+    rules = builders.network_policy(REF)["spec"]["ingress"]
+    raft = next(r for r in rules if r["ports"][0]["port"] == 7700)
+    assert raft["from"] == [{"podSelector": {"matchLabels": builders.selector(REF)}}]
+    api = next(r for r in rules if r["ports"][0]["port"] == 8700)
+    assert "from" not in api
+
+
+def test_config_hash_tracks_what_needs_a_restart() -> None:
+    base = builders.config_hash(spec())
+    assert builders.config_hash(spec(image="walletcluster/node:v2")) != base
+    assert builders.config_hash(spec(raft={"heartbeatMs": 50, "electionTimeoutMs": 1000})) != base
+    assert builders.config_hash(spec(replicas=5)) == base, "scaling never restarts running pods"
+
+
+ADDR = {i: builders.raft_address(REF, i) for i in range(8)}
+
+
+def pod(i: int, ready: bool = True, current: bool = True) -> PodView:
+    return PodView(i, f"wallet-{i}", True, ready, current, ADDR[i], f"10.0.0.{i}")
+
+
+def raft(members: int, leader: int = 0) -> RaftView:
+    return RaftView(f"wallet-{leader}", 1, 10, 10, tuple(ADDR[i] for i in range(members)))
+
+
+def test_plan_scales_up_one_member_at_a_time() -> None:
+    seen = Observed(True, 4, 3, (pod(0), pod(1), pod(2), pod(3, ready=False)), raft(3))
+    plan = decide(spec(replicas=5), seen, ADDR)
+    assert (plan.pods, plan.members_arg, plan.phase) == (4, 3, "Scaling")
+    assert plan.action is not None and (plan.action.kind, plan.action.target) == ("add_member", ADDR[3])
+
+
+def test_plan_scales_down_after_moving_leadership_off_the_victim() -> None:
+    pods = tuple(pod(i) for i in range(5))
+    moving = decide(spec(replicas=3), Observed(True, 5, 5, pods, raft(5, leader=4)), ADDR)
+    assert moving.action is not None and moving.action.kind == "transfer_leadership"
+    removing = decide(spec(replicas=3), Observed(True, 5, 5, pods, raft(5, leader=1)), ADDR)
+    assert removing.action is not None and (removing.action.kind, removing.action.target) == ("remove_member", ADDR[4])
+
+
+def test_plan_rolls_followers_first_then_the_leader_and_waits_for_health() -> None:
+    stale = (pod(0, current=False), pod(1, current=False), pod(2))
+    first = decide(spec(), Observed(True, 3, 3, stale, raft(3, leader=0)), ADDR)
+    assert first.action is not None and (first.action.kind, first.action.target) == ("delete_pod", "wallet-1")
+    only_leader = (pod(0, current=False), pod(1), pod(2))
+    last = decide(spec(), Observed(True, 3, 3, only_leader, raft(3, leader=0)), ADDR)
+    assert last.action is not None and last.action.kind == "transfer_leadership"
+    unhealthy = (pod(0, current=False), pod(1, ready=False), pod(2))
+    assert decide(spec(), Observed(True, 3, 3, unhealthy, raft(3)), ADDR).action is None
+
+
+def test_plan_reports_quorum_loss() -> None:
+    plan = decide(spec(), Observed(True, 3, 3, (pod(0, ready=False), pod(1, ready=False)), None), ADDR)
+    assert plan.phase == "QuorumLost" and plan.conditions["QuorumLost"][0] and plan.action is None
