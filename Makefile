@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test test-fast test-k8s k8s-down lint bench images clean
+.PHONY: venv run test test-fast test-k8s k8s-down lint bench images faults clean
+
+SCHEDULES ?= 3
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +45,10 @@ lint: $(STAMP)
 
 images:
 	images/build
+
+faults: $(STAMP)
+	images/docker-up
+	$(BIN)/python -m tests.faults.run --schedules $(SCHEDULES) $(if $(SEED),--seed $(SEED))
 
 clean:
 	rm -rf $(VENV) .run

@@ -13,6 +13,7 @@ journal implements the same interface (duck-typed; see `pysyncobj.journal.Journa
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from collections.abc import Callable
@@ -122,8 +123,15 @@ class DurableJournal:
     def add(self, command: bytes, idx: int, term: int) -> None:
         entry = (command, idx, term)
         record = _encode(entry)
-        self._offsets.append(len(MAGIC) + self._bytes)
-        os.write(self._fd, record)
+        offset = len(MAGIC) + self._bytes
+        try:
+            if os.write(self._fd, record) != len(record):  # a full disk can cut a write short
+                raise OSError(errno.ENOSPC, "short write to the Raft journal", self._path)
+        except BaseException:
+            # Leave no torn record: the next open would drop it and every entry appended after it.
+            os.ftruncate(self._fd, offset)
+            raise
+        self._offsets.append(offset)
         self._entries.append(entry)
         self._bytes += len(record)
         self._dirty = True
