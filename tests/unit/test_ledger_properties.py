@@ -39,15 +39,21 @@ class Model:
     balances: dict[tuple[str, str], int] = field(default_factory=dict)
     supply: dict[str, int] = field(default_factory=dict)
     applied: dict[str, Command] = field(default_factory=dict)
+    refused: dict[str, tuple[Command, Code]] = field(default_factory=dict)
 
     def run(self, c: Command, signature_ok: bool) -> Code:
         if not signature_ok:
             return Code.INVALID_SIGNATURE
         if c.id in self.applied:
             return Code.EXISTS if self.applied[c.id] == c else Code.EXISTS_WITH_DIFFERENT_FIELDS
+        if c.id in self.refused:  # the first result of an id is final
+            first, code = self.refused[c.id]
+            return code if first == c else Code.EXISTS_WITH_DIFFERENT_FIELDS
         code = self._run(c)
         if code == Code.OK:
             self.applied[c.id] = c
+        else:
+            self.refused[c.id] = (c, code)
         return code
 
     def _run(self, c: Command) -> Code:
@@ -256,3 +262,35 @@ def test_minting_past_the_largest_amount_is_overflow() -> None:
     assert run(Mint(id="03" * 16, minter=pk, to=pk, currency="USD", amount=1, signature=PLACEHOLDER)) == [Code.OVERFLOW]
     assert ledger.supply["USD"] == MAX_AMOUNT
     ledger.check_invariants()
+
+
+def test_a_rejection_is_final_for_its_id() -> None:
+    """Found by the fault harness: a client retried a transfer (same id) after a timeout, the retry
+    was answered insufficient_funds, and the stale first attempt applied later once funds arrived.
+    The first result of an id must be final, whatever it was."""
+    ledger = fresh_ledger()
+    pk, alice, bob = public_hex(MINTER), USERS[0], public_hex(USERS[1])
+    submit(
+        ledger,
+        [sign(MINTER, CLUSTER, CreateCurrency(id="01" * 16, minter=pk, code="USD", scale=2, signature=PLACEHOLDER))],
+    )
+    send = sign(
+        alice,
+        CLUSTER,
+        Transfer(id="0a" * 16, from_=public_hex(alice), to=bob, currency="USD", amount=5, signature=PLACEHOLDER),
+    )
+    assert submit(ledger, [send]) == [Code.INSUFFICIENT_FUNDS]
+    submit(
+        ledger,
+        [
+            sign(
+                MINTER,
+                CLUSTER,
+                Mint(id="02" * 16, minter=pk, to=public_hex(alice), currency="USD", amount=100, signature=PLACEHOLDER),
+            )
+        ],
+    )
+    assert submit(ledger, [send]) == [Code.INSUFFICIENT_FUNDS], "a late duplicate must not apply"
+    assert ledger.balance(bob, "USD") == 0
+    changed = sign(alice, CLUSTER, msgspec.structs.replace(send, amount=6))
+    assert submit(ledger, [changed]) == [Code.EXISTS_WITH_DIFFERENT_FIELDS]

@@ -33,6 +33,13 @@ class Applied(msgspec.Struct, frozen=True, array_like=True):
     command: Command
 
 
+class Rejected(msgspec.Struct, frozen=True, array_like=True):
+    """A command whose first result was a failure: that result is final for its id."""
+
+    code: Code
+    command: Command
+
+
 class Snapshot(msgspec.Struct, array_like=True):
     """Everything a replica needs to resume: the serialised form of `Ledger`."""
 
@@ -44,6 +51,7 @@ class Snapshot(msgspec.Struct, array_like=True):
     balances: dict[str, dict[str, int]]
     applied: dict[str, Applied]
     history: dict[str, list[str]]
+    rejected: dict[str, Rejected] = {}
 
 
 class Ledger:
@@ -57,6 +65,9 @@ class Ledger:
         self.supply: dict[str, int] = {}  # code -> total minted
         self.balances: dict[str, dict[str, int]] = {}  # account -> currency -> minor units
         self.applied: dict[str, Applied] = {}  # command id -> the command that used it
+        # command id -> its first, failed result. Without it a stale duplicate of a command that
+        # was answered e.g. insufficient_funds could apply later, once funds arrived.
+        self.rejected: dict[str, Rejected] = {}
         self.history: dict[str, list[str]] = {}  # account -> ids of its mints and transfers
 
     # -- applying ---------------------------------------------------------------------------
@@ -79,6 +90,9 @@ class Ledger:
         if previous is not None:
             same = previous.command == command
             return Code.EXISTS if same else Code.EXISTS_WITH_DIFFERENT_FIELDS
+        refused = self.rejected.get(command.id)
+        if refused is not None:
+            return refused.code if refused.command == command else Code.EXISTS_WITH_DIFFERENT_FIELDS
         if isinstance(command, Transfer):
             code = self._transfer(command)
         elif isinstance(command, Mint):
@@ -87,6 +101,8 @@ class Ledger:
             code = self._create_currency(command)
         if code is Code.OK:
             self.applied[command.id] = Applied(self.seq, command)
+        else:
+            self.rejected[command.id] = Rejected(code, command)
         return code
 
     def _create_currency(self, c: CreateCurrency) -> Code:
@@ -172,6 +188,7 @@ class Ledger:
             balances=self.balances,
             applied=self.applied,
             history=self.history,
+            rejected=self.rejected,
         )
 
     @classmethod
@@ -184,6 +201,7 @@ class Ledger:
         ledger.balances = snap.balances
         ledger.applied = snap.applied
         ledger.history = snap.history
+        ledger.rejected = snap.rejected
         return ledger
 
 
