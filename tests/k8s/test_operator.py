@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,3 +236,73 @@ def test_walletcluster_lifecycle(
         timeout=120,
     )
     assert kubectl.get("pvc", "data-wallet-0", namespace) is not None, "reclaimPolicy Retain keeps the data"
+
+
+def test_scaling_and_a_rolling_restart_under_load_lose_nothing(
+    node_image: str, operator: subprocess.Popen[bytes], volumes: None, kubectl: Kubectl, namespace: str
+) -> None:
+    """Scale 3 -> 5, roll every pod (new Raft timing), scale 5 -> 3, while a client keeps writing."""
+    kubectl.apply(cluster(imagePullPolicy="Never"), namespace)
+    wait_until("a running 3-member cluster", lambda: running_with(kubectl, namespace, 3), timeout=180)
+    service = f"http://{kubectl.get('service', 'wallet', namespace)['spec']['clusterIP']}:8700"  # type: ignore[index]
+    sender, receiver = SigningKey.generate(), public_hex(SigningKey.generate())
+    with WalletClient([service]) as client:
+        assert client.create_currency(MINTER, "USD", 2) == "ok"
+        assert client.mint(MINTER, public_hex(sender), "USD", 10**9) == "ok"
+
+    acknowledged: list[tuple[float, str]] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with WalletClient([service], deadline_s=60, timeout_s=5) as c:
+                while not stop.is_set():
+                    transfer = c.signed_transfer(sender, receiver, "USD", 1)
+                    assert c.submit([transfer])[0] in ("ok", "exists")
+                    acknowledged.append((time.monotonic(), transfer.id))
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        kubectl.run("scale", "wc", "wallet", "-n", namespace, "--replicas", "5")
+        wait_until("five members", lambda: running_with(kubectl, namespace, 5), timeout=240)
+        before = {
+            p["metadata"]["name"]: p["metadata"]["uid"]
+            for p in kubectl.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=wallet")["items"]
+        }
+        kubectl.run(
+            "patch",
+            "wc",
+            "wallet",
+            "-n",
+            namespace,
+            "--type",
+            "merge",
+            "-p",
+            json.dumps({"spec": {"raft": {"heartbeatMs": 120, "electionTimeoutMs": 1000}}}),
+        )
+
+        def rolled() -> bool | None:
+            pods = kubectl.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=wallet")["items"]
+            replaced = all(before.get(p["metadata"]["name"]) != p["metadata"]["uid"] for p in pods)
+            return (replaced and len(pods) == 5 and running_with(kubectl, namespace, 5) is not None) or None
+
+        wait_until("every pod to be replaced", rolled, timeout=420)
+        kubectl.run("scale", "wc", "wallet", "-n", namespace, "--replicas", "3")
+        wait_until("three members again", lambda: running_with(kubectl, namespace, 3), timeout=240)
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    assert not errors, errors
+    events = {e["reason"] for e in kubectl.json("get", "events", "-n", namespace)["items"]}
+    assert {"MemberAdded", "MemberRemoved", "PodReplaced", "LeadershipTransferred"} <= events
+    times = [t for t, _ in acknowledged]
+    longest_gap = max(b - a for a, b in zip(times, times[1:], strict=False))
+    print(f"{len(acknowledged)} transfers acknowledged; longest gap between acknowledged writes {longest_gap:.2f}s")
+    with WalletClient([service]) as client:
+        assert client.balances(receiver) == {"USD": len({i for _, i in acknowledged})}, "each exactly once"
+        for _, command_id in acknowledged[:: max(1, len(acknowledged) // 200)]:
+            assert client.command(command_id)["command"]["id"] == command_id
