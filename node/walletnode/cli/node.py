@@ -134,9 +134,12 @@ def whoami(**kw: Any) -> None:
     show_default=True,
     help="Take a snapshot (and compact the journal) after this many log entries",
 )
-@click.option("--join-via", multiple=True,
-              help="With --join: ask the member at this HTTP URL to add us (repeatable); without it, "
-                   "something else (the operator) adds this node")
+@click.option(
+    "--join-via",
+    multiple=True,
+    help="With --join: ask the member at this HTTP URL to add us (repeatable); without it, "
+    "something else (the operator) adds this node",
+)
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
 @click.option(
     "--test-fault",
