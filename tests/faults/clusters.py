@@ -58,7 +58,17 @@ class FaultCluster:
 
     kind = "abstract"
     size = 3
-    urls: list[str]
+
+    def __init__(self, base_dir: str, minter: str, extra_args: Sequence[str], subnet: str) -> None:
+        """Common layout: a random tag names everything this run creates; node i is at <subnet>.<net>.1i."""
+        self.base_dir = base_dir
+        self.minter = minter
+        self.extra_args = list(extra_args)
+        self.tag = secrets.token_hex(2)
+        self.net = 100 + int(self.tag, 16) % 150
+        self.ips = [f"{subnet}.{self.net}.{11 + i}" for i in range(self.size)]
+        self.urls = [f"http://{ip}:{HTTP_PORT}" for ip in self.ips]
+        self.data_dirs = [os.path.join(base_dir, f"node-{i}") for i in range(self.size)]
 
     # lifecycle
     def start(self) -> None: ...
@@ -158,16 +168,9 @@ class NamespaceCluster(FaultCluster):
     kind = "netns"
 
     def __init__(self, base_dir: str, minter: str, extra_args: Sequence[str] = ()) -> None:
-        self.base_dir = base_dir
-        self.minter = minter
-        self.extra_args = list(extra_args)
-        self.tag = secrets.token_hex(2)
-        self.net = 100 + int(self.tag, 16) % 150
+        super().__init__(base_dir, minter, extra_args, subnet="10.77")
         self.bridge = f"{PREFIX}b{self.tag}"
         self.namespaces = [f"{PREFIX}-{self.tag}-{i}" for i in range(self.size)]
-        self.ips = [f"10.77.{self.net}.{11 + i}" for i in range(self.size)]
-        self.urls = [f"http://{ip}:{HTTP_PORT}" for ip in self.ips]
-        self.data_dirs = [os.path.join(base_dir, f"node-{i}") for i in range(self.size)]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.secret_file = os.path.join(base_dir, "secret")
         self._forward_rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
@@ -342,16 +345,9 @@ class DockerCluster(FaultCluster):
     kind = "docker"
 
     def __init__(self, base_dir: str, minter: str, extra_args: Sequence[str] = ()) -> None:
-        self.base_dir = base_dir
-        self.minter = minter
-        self.extra_args = list(extra_args)
-        self.tag = secrets.token_hex(2)
-        self.net = 100 + int(self.tag, 16) % 150
+        super().__init__(base_dir, minter, extra_args, subnet="10.78")
         self.network = f"{PREFIX}-{self.tag}"
         self.names = [f"{PREFIX}-{self.tag}-wallet-{i}" for i in range(self.size)]
-        self.ips = [f"10.78.{self.net}.{11 + i}" for i in range(self.size)]
-        self.urls = [f"http://{ip}:{HTTP_PORT}" for ip in self.ips]
-        self.data_dirs = [os.path.join(base_dir, f"node-{i}") for i in range(self.size)]
         self.disconnected: set[int] = set()
         self.secret = secrets.token_hex(16)
 
