@@ -36,6 +36,26 @@ test-k8s: $(STAMP)
 k8s-down:
 	hack/k8s/down
 
+# The e2e tests against a kind cluster, as the GitHub workflow runs them (needs kind, kubectl and helm
+# on PATH): creates the cluster $(KIND_CLUSTER) if absent (KIND_NODE_IMAGE picks its Kubernetes), builds
+# the images, loads them into the cluster's nodes, and runs tests/e2e with the cluster's kubeconfig.
+KIND            ?= kind
+KIND_CLUSTER    ?= walletcluster
+KIND_NODE_IMAGE ?=
+KIND_KUBECONFIG := .run/kind-$(KIND_CLUSTER).kubeconfig
+
+.PHONY: e2e-kind
+e2e-kind: $(STAMP)
+	@for tool in $(KIND) kubectl helm; do \
+	  command -v $$tool >/dev/null || { echo "make e2e-kind needs $$tool on PATH" >&2; exit 1; }; done
+	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || \
+	  $(KIND) create cluster --name $(KIND_CLUSTER) --wait 180s $(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE))
+	$(MAKE) images
+	$(KIND) load docker-image walletcluster/node:dev walletcluster/operator:dev --name $(KIND_CLUSTER)
+	mkdir -p $(dir $(KIND_KUBECONFIG))
+	umask 077 && $(KIND) get kubeconfig --name $(KIND_CLUSTER) >$(KIND_KUBECONFIG)
+	WALLETCLUSTER_E2E_KUBECONFIG=$(CURDIR)/$(KIND_KUBECONFIG) $(BIN)/pytest tests/e2e
+
 test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit
 

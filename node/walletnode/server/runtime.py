@@ -14,13 +14,13 @@ from ..config import NodeConfig
 from ..consensus.raft import Outcome, RaftReplicator, RaftSettings
 from ..ledger.codes import Code
 from ..ledger.commands import Command
-from ..ledger.signing import verify
 from ..ledger.state import configure_entry
 from . import identity
 from .batcher import GroupCommitter, OutcomeUnknown, Unavailable
 from .events import EventWindow
 from .machine import LedgerMachine
 from .metrics import Metrics, raft_gauges
+from .verifier import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class LedgerNode:
         self.raft: RaftReplicator | None = None
         self.committer: GroupCommitter | None = None
         self.events: EventWindow | None = None
+        self.verifier = Verifier(config.cluster_id)
         self._tasks: list[asyncio.Task[Any]] = []
 
     @staticmethod
@@ -75,13 +76,14 @@ class LedgerNode:
             task.cancel()
         if self.raft is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.raft.destroy)
+        self.verifier.close()
 
     # -- writes -----------------------------------------------------------------------------
 
     async def execute(self, commands: list[Command]) -> list[Code]:
         """Verify signatures here, replicate the rest, and return one code per command."""
         assert self.committer is not None
-        ok = [verify(self.config.cluster_id, c) for c in commands]
+        ok = await self.verifier.verify(commands)
         admitted = [c for c, good in zip(commands, ok, strict=True) if good]
         codes = iter(await self.committer.submit(admitted) if admitted else [])
         results = [next(codes) if good else Code.INVALID_SIGNATURE for good in ok]
