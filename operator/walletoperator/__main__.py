@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 
 import kopf
 
@@ -18,6 +19,13 @@ def main() -> None:
     parser.add_argument(
         "--peering", default=None, help="kopf peering name for HA (several replicas, one active); default: standalone"
     )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority; the highest live one works, the others stand by (default: random, so that replicas "
+        "never tie: kopf freezes every operator of a tied priority)",
+    )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     args = parser.parse_args()
     kopf.configure(log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN)
@@ -28,6 +36,7 @@ def main() -> None:
         liveness_endpoint=args.liveness,
         standalone=args.peering is None,
         peering_name=args.peering,
+        priority=args.priority if args.priority is not None else secrets.randbelow(2**31),
     )
 
 

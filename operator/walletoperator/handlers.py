@@ -34,6 +34,8 @@ def kube() -> Kube:
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = 20  # Events for every step (INFO and up)
+    # A standby takes over this long after the active operator's last keep-alive (kopf's default: 60 s).
+    settings.peering.lifetime = 15
     settings.persistence.finalizer = f"{GROUP}/operator"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -93,7 +95,10 @@ def observe(k: Kube, ref: ClusterRef, wanted: Spec) -> Observed:
         meta, status = pod["metadata"], pod.get("status") or {}
         ordinal = int(meta["name"].rpartition("-")[2])
         running = any("running" in (c.get("state") or {}) for c in status.get("containerStatuses") or [])
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
+        # A terminating pod is on its way out: counting it as ready would let the next reconcile delete it again.
+        ready = not meta.get("deletionTimestamp") and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []
+        )
         ip = status.get("podIP")
         current = (meta.get("annotations") or {}).get(builders.CONFIG_HASH) == template_hash
         pods.append(PodView(ordinal, meta["name"], running, ready, current, builders.raft_address(ref, ordinal), ip))

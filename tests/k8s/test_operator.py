@@ -87,34 +87,45 @@ def test_invalid_walletclusters_are_rejected_with_clear_messages(crd: None, kube
     assert stored["replicas"] == 3 and stored["storage"]["reclaimPolicy"] == "Retain", "defaults applied"
 
 
+class Operator:
+    """The operator as a local process with the admin kubeconfig: started, SIGKILLed, restarted."""
+
+    def __init__(self, kubeconfig: str, namespace: str, log: Path, *extra: str) -> None:
+        self.kubeconfig, self.namespace, self.log, self.extra = kubeconfig, namespace, log, extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        command = [sys.executable, "-m", "walletoperator", "-n", self.namespace, "--log-format", "plain"]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [*command, "--liveness", f"http://127.0.0.1:{port}/healthz", *self.extra],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "KUBECONFIG": self.kubeconfig},
+            )
+        wait_until("the operator's liveness endpoint", lambda: _alive(port), timeout=60)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
 @pytest.fixture
-def operator(crd: None, k8s_cluster: str, namespace: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path / "operator.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "walletoperator",
-                "-n",
-                namespace,
-                "--log-format",
-                "plain",
-                "--liveness",
-                f"http://127.0.0.1:{port}/healthz",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": k8s_cluster},
-        )
-    wait_until("the operator's liveness endpoint", lambda: _alive(port), timeout=60)
-    yield proc
-    proc.terminate()
-    proc.wait(timeout=30)
-    print(log.read_text()[-4000:])
+def operator(crd: None, k8s_cluster: str, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+    running = Operator(k8s_cluster, namespace, tmp_path / "operator.log")
+    running.start()
+    yield running
+    running.stop()
+    print(running.log.read_text()[-4000:])
 
 
 def _alive(port: int) -> bool | None:
@@ -174,12 +185,16 @@ def weaken_pdb(kubectl: Kubectl, namespace: str) -> None:
     kubectl.run("patch", "pdb", "wallet", "-n", namespace, "--type", "merge", "-p", '{"spec":{"minAvailable":0}}')
 
 
+def reasons(kubectl: Kubectl, namespace: str) -> set[str]:
+    return {e["reason"] for e in kubectl.json("get", "events", "-n", namespace)["items"]}
+
+
 def pdb_min(kubectl: Kubectl, namespace: str) -> int:
     return int(kubectl.get("pdb", "wallet", namespace)["spec"]["minAvailable"])  # type: ignore[index]
 
 
 def test_walletcluster_lifecycle(
-    node_image: str, operator: subprocess.Popen[bytes], volumes: None, kubectl: Kubectl, namespace: str
+    node_image: str, operator: Operator, volumes: None, kubectl: Kubectl, namespace: str
 ) -> None:
     applied = time.monotonic()
     kubectl.apply(cluster(imagePullPolicy="Never"), namespace)
@@ -197,8 +212,7 @@ def test_walletcluster_lifecycle(
     assert {c["type"]: c["status"] for c in first["conditions"]}["Available"] == "True"
     table = kubectl.run("get", "wc", "-n", namespace).stdout
     assert table.split()[:7] == ["NAME", "REPLICAS", "READY", "LEADER", "TERM", "PHASE", "AGE"]
-    reasons = {e["reason"] for e in kubectl.json("get", "events", "-n", namespace)["items"]}
-    assert {"Created", "SecretCreated"} <= reasons
+    assert {"Created", "SecretCreated"} <= reasons(kubectl, namespace)
 
     with WalletClient(pod_urls(kubectl, namespace)) as client:
         assert client.create_currency(MINTER, "USD", 2) == "ok"
@@ -239,9 +253,10 @@ def test_walletcluster_lifecycle(
 
 
 def test_scaling_and_a_rolling_restart_under_load_lose_nothing(
-    node_image: str, operator: subprocess.Popen[bytes], volumes: None, kubectl: Kubectl, namespace: str
+    node_image: str, operator: Operator, volumes: None, kubectl: Kubectl, namespace: str
 ) -> None:
-    """Scale 3 -> 5, roll every pod (new Raft timing), scale 5 -> 3, while a client keeps writing."""
+    """Scale 3 -> 5, roll every pod (new Raft timing), scale 5 -> 3, while a client keeps writing; the
+    operator is SIGKILLed and restarted in the middle of the scale-up and of the roll."""
     kubectl.apply(cluster(imagePullPolicy="Never"), namespace)
     wait_until("a running 3-member cluster", lambda: running_with(kubectl, namespace, 3), timeout=180)
     service = f"http://{kubectl.get('service', 'wallet', namespace)['spec']['clusterIP']}:8700"  # type: ignore[index]
@@ -268,6 +283,9 @@ def test_scaling_and_a_rolling_restart_under_load_lose_nothing(
     thread.start()
     try:
         kubectl.run("scale", "wc", "wallet", "-n", namespace, "--replicas", "5")
+        wait_until("the first new member", lambda: "MemberAdded" in reasons(kubectl, namespace) or None, timeout=240)
+        operator.kill()  # mid-reconcile: one member of two added
+        operator.start()
         wait_until("five members", lambda: running_with(kubectl, namespace, 5), timeout=240)
         before = {
             p["metadata"]["name"]: p["metadata"]["uid"]
@@ -290,6 +308,9 @@ def test_scaling_and_a_rolling_restart_under_load_lose_nothing(
             replaced = all(before.get(p["metadata"]["name"]) != p["metadata"]["uid"] for p in pods)
             return (replaced and len(pods) == 5 and running_with(kubectl, namespace, 5) is not None) or None
 
+        wait_until("the roll to begin", lambda: "PodReplaced" in reasons(kubectl, namespace) or None, timeout=120)
+        operator.kill()  # mid-roll
+        operator.start()
         wait_until("every pod to be replaced", rolled, timeout=420)
         kubectl.run("scale", "wc", "wallet", "-n", namespace, "--replicas", "3")
         wait_until("three members again", lambda: running_with(kubectl, namespace, 3), timeout=240)
@@ -297,8 +318,14 @@ def test_scaling_and_a_rolling_restart_under_load_lose_nothing(
         stop.set()
         thread.join(timeout=120)
     assert not errors, errors
-    events = {e["reason"] for e in kubectl.json("get", "events", "-n", namespace)["items"]}
-    assert {"MemberAdded", "MemberRemoved", "PodReplaced", "LeadershipTransferred"} <= events
+    steps = [
+        (e["reason"], e["message"].partition(":")[0])
+        for e in kubectl.json("get", "events", "-n", namespace)["items"]
+        if e["reason"] in ("MemberAdded", "MemberRemoved", "PodReplaced")
+    ]
+    assert {"MemberAdded", "MemberRemoved", "PodReplaced", "LeadershipTransferred"} <= reasons(kubectl, namespace)
+    # No step was taken twice, although the operator died twice in the middle of the work.
+    assert len(steps) == len(set(steps)), sorted(steps)
     times = [t for t, _ in acknowledged]
     longest_gap = max(b - a for a, b in zip(times, times[1:], strict=False))
     print(f"{len(acknowledged)} transfers acknowledged; longest gap between acknowledged writes {longest_gap:.2f}s")
@@ -306,3 +333,41 @@ def test_scaling_and_a_rolling_restart_under_load_lose_nothing(
         assert client.balances(receiver) == {"USD": len({i for _, i in acknowledged})}, "each exactly once"
         for _, command_id in acknowledged[:: max(1, len(acknowledged) // 200)]:
             assert client.command(command_id)["command"]["id"] == command_id
+
+
+def test_a_standby_operator_takes_over_when_the_active_one_dies(
+    crd: None, k8s_cluster: str, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """kopf peering: two operators, the higher priority works, the other waits; SIGKILL the first
+    and the second carries on (a hand edit is reverted again)."""
+    peering_crds = REPO / "charts" / "walletcluster-operator" / "crds" / "kopf-peering.yaml"
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(peering_crds))
+    kubectl.run("wait", "--for", "condition=established", "crd/kopfpeerings.kopf.dev", "--timeout=60s")
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "walletcluster"}}
+    kubectl.apply(peering, namespace)
+    active = Operator(k8s_cluster, namespace, tmp_path / "active.log", "--peering=walletcluster", "--priority=200")
+    standby = Operator(k8s_cluster, namespace, tmp_path / "standby.log", "--peering=walletcluster", "--priority=100")
+
+    def peers() -> list[int]:
+        status = (kubectl.get("kopfpeering", "walletcluster", namespace) or {}).get("status") or {}
+        return sorted(peer["priority"] for peer in status.values())
+
+    active.start()
+    wait_until("the active operator's keep-alive", lambda: peers() == [200] or None)
+    standby.start()
+    try:
+        wait_until("the standby's keep-alive", lambda: peers() == [100, 200] or None)
+        kubectl.apply(cluster(), namespace)
+        wait_until("the owned objects", lambda: kubectl.get("pdb", "wallet", namespace), timeout=60)
+        # An operator starts paused and resumes once no live peer outranks it: the standby never does.
+        assert "Resuming operations" in active.log.read_text()
+        assert "reconcile" not in standby.log.read_text() and "Resuming" not in standby.log.read_text()
+
+        active.kill()
+        wait_until("the standby to resume", lambda: "Resuming operations" in standby.log.read_text() or None, 90)
+        weaken_pdb(kubectl, namespace)
+        wait_until("the standby to revert a hand edit", lambda: pdb_min(kubectl, namespace) == 2 or None, timeout=60)
+    finally:
+        active.stop()
+        standby.stop()
+        print(standby.log.read_text()[-3000:])
