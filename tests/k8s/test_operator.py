@@ -371,3 +371,12 @@ def test_a_standby_operator_takes_over_when_the_active_one_dies(
         active.stop()
         standby.stop()
         print(standby.log.read_text()[-3000:])
+
+
+def test_reclaim_policy_delete_removes_the_claims_with_the_cluster(
+    operator: Operator, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(cluster(replicas=1, storage={"reclaimPolicy": "Delete"}), namespace)
+    wait_until("the member's claim", lambda: kubectl.get("pvc", "data-wallet-0", namespace), timeout=60)
+    kubectl.run("delete", "wc", "wallet", "-n", namespace, "--wait=true", "--timeout=120s")
+    wait_until("the claim to go with the cluster", lambda: not kubectl.get("pvc", "data-wallet-0", namespace) or None)
