@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test test-fast test-k8s k8s-down lint bench images faults clean
+.PHONY: venv run test test-fast test-k8s k8s-down lint bench images chart faults clean
 
 SCHEDULES ?= 3
 
@@ -65,6 +65,16 @@ lint: $(STAMP)
 
 images:
 	images/build
+
+# Lints both Helm charts (strict) and packages them into dist/charts/. HELM=helm uses another helm;
+# the default is the pinned one hack/k8s builds.
+HELM   ?= hack/k8s/helm
+CHARTS := charts/walletcluster-operator charts/walletcluster
+
+chart:
+	$(if $(filter hack/k8s/helm,$(HELM)),hack/k8s/build)
+	$(HELM) lint --strict $(CHARTS)
+	$(HELM) package $(CHARTS) --destination dist/charts
 
 faults: $(STAMP)
 	images/docker-up

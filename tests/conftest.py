@@ -9,6 +9,9 @@ import pytest
 
 REQUIRE_ALL = os.environ.get("REQUIRE_ALL") == "1"
 
+# The fixtures of the local Kubernetes (hack/k8s), shared by tests/k8s and tests/e2e.
+pytest_plugins = ["tests.k8s.fixtures"]
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:

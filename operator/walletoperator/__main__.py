@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import secrets
+import time
 
 import kopf
 
 from . import handlers  # noqa: F401 - registers the handlers
+
+
+def default_priority() -> int:
+    return (2**31 - int(time.time())) * 1024 + secrets.randbelow(1024)
 
 
 def main() -> None:
@@ -23,20 +28,22 @@ def main() -> None:
         "--priority",
         type=int,
         default=None,
-        help="peering priority; the highest live one works, the others stand by (default: random, so that replicas "
-        "never tie: kopf freezes every operator of a tied priority)",
+        help="peering priority; the highest live one works, the others stand by (default: the earlier started, the "
+        "higher, so a new replica does not take over from a working one; plus a random part, as kopf freezes every "
+        "operator of a tied priority)",
     )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     args = parser.parse_args()
     kopf.configure(log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # a line per liveness probe otherwise
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,
         standalone=args.peering is None,
         peering_name=args.peering,
-        priority=args.priority if args.priority is not None else secrets.randbelow(2**31),
+        priority=args.priority if args.priority is not None else default_priority(),
     )
 
 

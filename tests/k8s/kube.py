@@ -1,17 +1,26 @@
-"""Helpers for tests against the local Kubernetes of hack/k8s: polling and a kubectl runner."""
+"""Helpers for tests against a real Kubernetes (the local one of hack/k8s, or the cluster of
+tests/e2e): polling, kubectl and helm runners, fresh namespaces, pre-bound hostPath volumes."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-HACK = Path(__file__).resolve().parents[2] / "hack" / "k8s"
+REPO = Path(__file__).resolve().parents[2]
+HACK = REPO / "hack" / "k8s"
+# hostPath PersistentVolumes live here on the node of `hack/k8s/up --with-node` (the test host).
+PV_ROOT = Path("/var/tmp/walletcluster-test-pv")
 
 # Images the node of `hack/k8s/up --with-node` makes locally (no registry is reachable).
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.2"
@@ -33,24 +42,33 @@ def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0, 
         time.sleep(interval)
 
 
-class KubectlError(Exception):
+class CommandError(Exception):
+    """A kubectl or helm command that failed, with its stderr for the assertion message."""
+
+    tool = "command"
+
     def __init__(self, args: list[str], result: subprocess.CompletedProcess[str]) -> None:
         self.stderr = result.stderr
         self.returncode = result.returncode
-        super().__init__(f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr}")
+        super().__init__(f"{self.tool} {' '.join(args)} exited {result.returncode}: {result.stderr}")
+
+
+class KubectlError(CommandError):
+    tool = "kubectl"
 
 
 class Kubectl:
-    """The kubectl built by hack/k8s, always with the test cluster's kubeconfig."""
+    """A kubectl (by default the one built by hack/k8s), always with the test cluster's kubeconfig."""
 
-    def __init__(self, kubeconfig: str) -> None:
+    def __init__(self, kubeconfig: str, binary: str | None = None) -> None:
         self.kubeconfig = kubeconfig
+        self.binary = binary or str(HACK / "kubectl")
 
     def run(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:
         # hack/k8s/kubectl runs the built kubectl; a later --kubeconfig overrides its default.
-        cmd = [str(HACK / "kubectl"), "--kubeconfig", self.kubeconfig, "--request-timeout=30s"]
+        cmd = [self.binary, "--kubeconfig", self.kubeconfig, "--request-timeout=30s"]
         result = subprocess.run([*cmd, *args], input=input, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise KubectlError(list(args), result)
@@ -80,3 +98,87 @@ class Kubectl:
         """stdout of ``command`` run in the pod's first container, or None if it failed."""
         result = self.run("exec", "-n", namespace, pod, "--", *command, check=False)
         return result.stdout if result.returncode == 0 else None
+
+
+class HelmError(CommandError):
+    tool = "helm"
+
+
+class Helm:
+    """A helm (by default the one built by hack/k8s), with the test cluster's kubeconfig if given."""
+
+    def __init__(self, kubeconfig: str | None = None, binary: str | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.binary = binary or str(HACK / "helm")
+
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300.0
+    ) -> subprocess.CompletedProcess[str]:
+        # hack/k8s/helm runs the built helm; a later --kubeconfig overrides its default.
+        cmd = [self.binary, *(["--kubeconfig", self.kubeconfig] if self.kubeconfig else [])]
+        result = subprocess.run([*cmd, *args], input=input, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise HelmError(list(args), result)
+        return result
+
+
+def namespace_name(test_name: str) -> str:
+    """A valid, unique namespace name (RFC 1123 label) that says which test owns it."""
+    base = re.sub(r"[^a-z0-9-]+", "-", test_name.lower()).strip("-")[:40].strip("-")
+    return f"t-{base}-{uuid.uuid4().hex[:6]}"
+
+
+@contextmanager
+def fresh_namespace(kubectl: Kubectl, test_name: str, keep: Callable[[], bool] = lambda: False) -> Iterator[str]:
+    """A new namespace, ready for Pods (its "default" ServiceAccount exists), deleted afterwards
+    unless ``keep()`` says otherwise."""
+    name = namespace_name(test_name)
+    kubectl.run("create", "namespace", name)
+    # The ServiceAccount admission plugin rejects Pods until the controller-manager has created
+    # the namespace's "default" ServiceAccount.
+    wait_until(
+        f"ServiceAccount default in {name}",
+        lambda: kubectl.get("serviceaccount", "default", name),
+    )
+    try:
+        yield name
+    finally:
+        # Deletion finishes in the background (namespace controller); tests don't wait for it.
+        if not keep():
+            kubectl.run("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@contextmanager
+def hostpath_volumes(
+    kubectl: Kubectl, namespace: str, cluster: str, count: int, storage_class: str | None = None
+) -> Iterator[list[str]]:
+    """hostPath PersistentVolumes pre-bound to the claims ``data-<cluster>-<i>`` (i < count) that the
+    StatefulSet of WalletCluster ``cluster`` makes: the local cluster has no storage provisioner.
+    ``storage_class`` must be the claims' storageClassName (None: claims without a class).
+    Yields the volumes' names; deletes them and their directories afterwards."""
+    names = []
+    PV_ROOT.mkdir(parents=True, exist_ok=True)
+    PV_ROOT.chmod(0o755)
+    try:
+        for i in range(count):
+            name = f"{namespace}-data-{cluster}-{i}"
+            path = PV_ROOT / name
+            path.mkdir(exist_ok=True)
+            os.chown(path, 10001, 10001)  # the node image's user
+            spec: dict[str, Any] = {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": str(path), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": f"data-{cluster}-{i}"},
+            }
+            if storage_class is not None:
+                spec["storageClassName"] = storage_class
+            kubectl.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name}, "spec": spec})
+            names.append(name)
+        yield names
+    finally:
+        if names:
+            kubectl.run("delete", "pv", *names, "--wait=false", check=False)
+        for name in names:
+            shutil.rmtree(PV_ROOT / name, ignore_errors=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,18 +15,18 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from nacl.signing import SigningKey
 
 from walletnode.client import WalletClient
 from walletnode.ledger.signing import public_hex
 
-from .kube import Kubectl, KubectlError, wait_until
+from .kube import Kubectl, KubectlError, hostpath_volumes, wait_until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900, func_only=True)]
 
 REPO = Path(__file__).resolve().parents[2]
 MINTER = SigningKey(bytes([7]) * 32)
-PV_ROOT = Path("/var/tmp/walletcluster-test-pv")
 OWNED = [
     "secret/wallet-secret",
     "configmap/wallet-config",
@@ -53,6 +52,13 @@ def cluster(name: str = "wallet", **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"minters": [public_hex(MINTER)], **spec},
     }
+
+
+def readme_example() -> dict[str, Any]:
+    """examples/walletcluster.yaml, which the README tells users to apply, with our minter in it."""
+    example = yaml.safe_load((REPO / "examples" / "walletcluster.yaml").read_text())
+    example["spec"].update(minters=[public_hex(MINTER)], imagePullPolicy="Never")
+    return dict(example)
 
 
 def rejected(kubectl: Kubectl, namespace: str, obj: dict[str, Any]) -> str:
@@ -120,10 +126,12 @@ class Operator:
 
 
 @pytest.fixture
-def operator(crd: None, k8s_cluster: str, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+def operator(crd: None, k8s_cluster: str, kubectl: Kubectl, namespace: str, tmp_path: Path) -> Iterator[Operator]:
     running = Operator(k8s_cluster, namespace, tmp_path / "operator.log")
     running.start()
     yield running
+    # While the operator still runs, so that it releases its finalizer and the namespace can go.
+    kubectl.run("delete", "wc", "--all", "-n", namespace, "--wait=true", "--timeout=120s", check=False)
     running.stop()
     print(running.log.read_text()[-4000:])
 
@@ -138,32 +146,8 @@ def _alive(port: int) -> bool | None:
 @pytest.fixture
 def volumes(kubectl: Kubectl, namespace: str) -> Iterator[None]:
     """hostPath PersistentVolumes pre-bound to the claims the StatefulSet will make (no provisioner here)."""
-    names = []
-    for i in range(5):
-        path = PV_ROOT / f"{namespace}-{i}"
-        path.mkdir(parents=True, exist_ok=True)
-        PV_ROOT.chmod(0o755)
-        os.chown(path, 10001, 10001)
-        name = f"{namespace}-data-{i}"
-        kubectl.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": name},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "hostPath": {"path": str(path), "type": "Directory"},
-                    "claimRef": {"namespace": namespace, "name": f"data-wallet-{i}"},
-                },
-            }
-        )
-        names.append(name)
-    yield
-    kubectl.run("delete", "pv", *names, "--wait=false", check=False)
-    for i in range(5):
-        shutil.rmtree(PV_ROOT / f"{namespace}-{i}", ignore_errors=True)
+    with hostpath_volumes(kubectl, namespace, "wallet", 5):
+        yield
 
 
 def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
@@ -197,7 +181,7 @@ def test_walletcluster_lifecycle(
     node_image: str, operator: Operator, volumes: None, kubectl: Kubectl, namespace: str
 ) -> None:
     applied = time.monotonic()
-    kubectl.apply(cluster(imagePullPolicy="Never"), namespace)
+    kubectl.apply(readme_example(), namespace)
     wait_until(
         "every owned object",
         lambda: all(kubectl.get(*kind.split("/"), namespace) for kind in OWNED) or None,
@@ -368,6 +352,7 @@ def test_a_standby_operator_takes_over_when_the_active_one_dies(
         weaken_pdb(kubectl, namespace)
         wait_until("the standby to revert a hand edit", lambda: pdb_min(kubectl, namespace) == 2 or None, timeout=60)
     finally:
+        kubectl.run("delete", "wc", "--all", "-n", namespace, "--wait=true", "--timeout=120s", check=False)
         active.stop()
         standby.stop()
         print(standby.log.read_text()[-3000:])

@@ -1,5 +1,8 @@
 """Fixtures for tests against the real local Kubernetes of hack/k8s (built from source).
 
+A pytest plugin (registered in tests/conftest.py), so tests/k8s and tests/e2e share one cluster,
+one image build and one set of fixtures per session.
+
 - ``k8s_cluster`` (session): runs ``hack/k8s/up`` once and yields the kubeconfig path. The first
   run builds Kubernetes from the Go module proxy, which takes many minutes; later runs start the
   cached binaries (or find the cluster already running) in seconds. If this machine cannot build
@@ -7,6 +10,8 @@
 - ``k8s_node`` (session): the same cluster with a node that runs Pods (``up --with-node``).
 - ``kubectl`` (session): a :class:`Kubectl` bound to that kubeconfig, using the built kubectl.
 - ``namespace`` (function): a fresh namespace per test, deleted afterwards.
+- ``node_image`` (session): ``make images`` loaded into the node (the operator's image too).
+- ``helm`` (session): the helm built by hack/k8s, bound to the cluster's kubeconfig.
 
 The cluster stays up after the session (starting it is the slow part); ``hack/k8s/down`` stops it.
 """
@@ -14,15 +19,12 @@ The cluster stays up after the session (starting it is the slow part); ``hack/k8
 from __future__ import annotations
 
 import os
-import re
 import subprocess
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from .kube import HACK, Kubectl, wait_until
+from .kube import HACK, REPO, Helm, Kubectl, fresh_namespace
 
 # hack/k8s/build exits with this status when the machine cannot build Kubernetes (no Go).
 CANNOT_BUILD = 3
@@ -67,33 +69,23 @@ def kubectl(k8s_cluster: str) -> Kubectl:
     return Kubectl(k8s_cluster)
 
 
-def _namespace_name(node_name: str) -> str:
-    """A valid, unique namespace name (RFC 1123 label) that says which test owns it."""
-    base = re.sub(r"[^a-z0-9-]+", "-", node_name.lower()).strip("-")[:40].strip("-")
-    return f"t-{base}-{uuid.uuid4().hex[:6]}"
+@pytest.fixture(scope="session")
+def helm(k8s_cluster: str) -> Helm:
+    return Helm(k8s_cluster)
 
 
 @pytest.fixture
 def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace, ready for Pods (its "default" ServiceAccount exists), deleted after."""
-    name = _namespace_name(request.node.name)
-    kubectl.run("create", "namespace", name)
-    # The ServiceAccount admission plugin rejects Pods until the controller-manager has created
-    # the namespace's "default" ServiceAccount.
-    wait_until(
-        f"ServiceAccount default in {name}",
-        lambda: kubectl.get("serviceaccount", "default", name),
-    )
-    yield name
-    # Deletion finishes in the background (namespace controller); tests don't wait for it.
-    kubectl.run("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    with fresh_namespace(kubectl, request.node.name) as name:
+        yield name
 
 
 @pytest.fixture(scope="session")
 def node_image(k8s_node: str) -> str:
-    """walletcluster/node:dev built by `make images` and imported into the node's containerd."""
-    repo = Path(__file__).resolve().parents[2]
+    """walletcluster/node:dev built by `make images` and imported into the node's containerd,
+    together with walletcluster/operator:dev (images/build and load-images do both)."""
     for step in (["images/build"], ["hack/k8s/load-images"]):
-        done = subprocess.run(step, cwd=repo, capture_output=True, text=True, timeout=1700)
+        done = subprocess.run(step, cwd=REPO, capture_output=True, text=True, timeout=1700)
         assert done.returncode == 0, f"{step[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return "walletcluster/node:dev"
