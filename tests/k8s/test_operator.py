@@ -150,6 +150,16 @@ def volumes(kubectl: Kubectl, namespace: str) -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def next_node_image(node_image: str) -> str:
+    """The node image under a second tag, as an upgrade would bring (same bits, another name)."""
+    tagged = "walletcluster/node:next"
+    for step in (["docker", "tag", node_image, tagged], [str(REPO / "hack" / "k8s" / "load-images"), tagged]):
+        done = subprocess.run(step, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{step}: {done.stderr[-2000:]}"
+    return tagged
+
+
 def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
     return (kubectl.get("wc", "wallet", namespace) or {}).get("status") or {}
 
@@ -236,10 +246,10 @@ def test_walletcluster_lifecycle(
     assert kubectl.get("pvc", "data-wallet-0", namespace) is not None, "reclaimPolicy Retain keeps the data"
 
 
-def test_scaling_and_a_rolling_restart_under_load_lose_nothing(
-    node_image: str, operator: Operator, volumes: None, kubectl: Kubectl, namespace: str
+def test_scaling_and_a_rolling_upgrade_under_load_lose_nothing(
+    next_node_image: str, operator: Operator, volumes: None, kubectl: Kubectl, namespace: str
 ) -> None:
-    """Scale 3 -> 5, roll every pod (new Raft timing), scale 5 -> 3, while a client keeps writing; the
+    """Scale 3 -> 5, roll every pod (new image and Raft timing), scale 5 -> 3, while a client writes; the
     operator is SIGKILLed and restarted in the middle of the scale-up and of the roll."""
     kubectl.apply(cluster(imagePullPolicy="Never"), namespace)
     wait_until("a running 3-member cluster", lambda: running_with(kubectl, namespace, 3), timeout=180)
@@ -284,12 +294,16 @@ def test_scaling_and_a_rolling_restart_under_load_lose_nothing(
             "--type",
             "merge",
             "-p",
-            json.dumps({"spec": {"raft": {"heartbeatMs": 120, "electionTimeoutMs": 1000}}}),
+            json.dumps({"spec": {"image": next_node_image, "raft": {"heartbeatMs": 120, "electionTimeoutMs": 1000}}}),
         )
 
         def rolled() -> bool | None:
             pods = kubectl.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=wallet")["items"]
-            replaced = all(before.get(p["metadata"]["name"]) != p["metadata"]["uid"] for p in pods)
+            replaced = all(
+                before.get(p["metadata"]["name"]) != p["metadata"]["uid"]
+                and p["spec"]["containers"][0]["image"] == next_node_image
+                for p in pods
+            )
             return (replaced and len(pods) == 5 and running_with(kubectl, namespace, 5) is not None) or None
 
         wait_until("the roll to begin", lambda: "PodReplaced" in reasons(kubectl, namespace) or None, timeout=120)
