@@ -26,8 +26,9 @@ test: $(STAMP)
 	$(BIN)/pytest tests --benchmark-disable
 
 bench: $(STAMP)
+	hack/host-deps
 	$(BIN)/pytest tests/bench --benchmark-only --benchmark-json=bench/hot-paths.json
-	$(BIN)/python bench/node_throughput.py --out bench/results.json
+	$(BIN)/python -m bench.run --update-doc docs/benchmarks.md
 
 test-k8s: $(STAMP)
 	hack/k8s/up --with-node
