@@ -186,6 +186,13 @@ class _Engine(SyncObj):
         if message.get("type") == "next_node_idx" and message.get("success") and not message.get("reset"):
             keep_next = self._SyncObj__raftNextIndex.get(node)
         SyncObj._SyncObj__onMessageReceived(self, node, message)  # type: ignore[attr-defined]
+        chunk = message.get("serialized") if message.get("type") == "append_entries" else None
+        if chunk is not None and not chunk[2]:
+            # A follower answers snapshot chunks only after the last one, and a connection that
+            # reads nothing for connectionTimeout is dropped: the leader then cancelled the
+            # transfer and started it again, so a large snapshot never arrived. Acknowledge
+            # each chunk (success=False, reset=False only marks the follower as alive).
+            self._SyncObj__sendNextNodeIdx(node, success=False, reset=False)
         # pysyncobj moves nextIndex back to (match + 1) on every ack, even when later entries are
         # already in flight, and so resends them all; an ack never invalidates what was sent.
         if keep_next is not None and self._SyncObj__raftNextIndex.get(node, 0) < keep_next:
