@@ -54,6 +54,14 @@ def cluster(name: str = "wallet", **spec: Any) -> dict[str, Any]:
     }
 
 
+def patch_spec(
+    kubectl: Kubectl, namespace: str, spec: dict[str, Any], check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl patch wc wallet --type merge` of these spec fields, as a user would change them."""
+    patch = json.dumps({"spec": spec})
+    return kubectl.run("patch", "wc", "wallet", "-n", namespace, "--type", "merge", "-p", patch, check=check)
+
+
 def readme_example() -> dict[str, Any]:
     """examples/walletcluster.yaml, which the README tells users to apply, with our minter in it."""
     example = yaml.safe_load((REPO / "examples" / "walletcluster.yaml").read_text())
@@ -76,18 +84,7 @@ def test_invalid_walletclusters_are_rejected_with_clear_messages(crd: None, kube
         kubectl, namespace, cluster(raft={"heartbeatMs": 100, "electionTimeoutMs": 200})
     )
     kubectl.apply(cluster(storage={"storageClassName": "fast"}), namespace)
-    changed = kubectl.run(
-        "patch",
-        "wc",
-        "wallet",
-        "-n",
-        namespace,
-        "--type",
-        "merge",
-        "-p",
-        json.dumps({"spec": {"storage": {"storageClassName": "slow"}}}),
-        check=False,
-    )
+    changed = patch_spec(kubectl, namespace, {"storage": {"storageClassName": "slow"}}, check=False)
     assert changed.returncode != 0 and "cannot be changed after creation" in changed.stderr
     stored = kubectl.json("get", "wc", "wallet", "-n", namespace)["spec"]
     assert stored["replicas"] == 3 and stored["storage"]["reclaimPolicy"] == "Retain", "defaults applied"
@@ -229,12 +226,12 @@ def test_walletcluster_lifecycle(
     with WalletClient(pod_urls(kubectl, namespace)) as client:
         assert client.balances(public_hex(holder)) == {"USD": 5000}, "data survives scaling"
 
-    kubectl.run("patch", "wc", "wallet", "-n", namespace, "--type", "merge", "-p", '{"spec":{"paused":true}}')
+    patch_spec(kubectl, namespace, {"paused": True})
     wait_until("the Paused phase", lambda: status(kubectl, namespace).get("phase") == "Paused" or None)
     weaken_pdb(kubectl, namespace)
     time.sleep(8)  # several reconcile periods: a paused cluster must not be touched
     assert pdb_min(kubectl, namespace) == 0
-    kubectl.run("patch", "wc", "wallet", "-n", namespace, "--type", "merge", "-p", '{"spec":{"paused":false}}')
+    patch_spec(kubectl, namespace, {"paused": False})
     wait_until("the edit to be reverted after unpausing", lambda: pdb_min(kubectl, namespace) == 2 or None, timeout=60)
 
     kubectl.run("delete", "wc", "wallet", "-n", namespace, "--wait=true", "--timeout=120s")
@@ -285,16 +282,8 @@ def test_scaling_and_a_rolling_upgrade_under_load_lose_nothing(
             p["metadata"]["name"]: p["metadata"]["uid"]
             for p in kubectl.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=wallet")["items"]
         }
-        kubectl.run(
-            "patch",
-            "wc",
-            "wallet",
-            "-n",
-            namespace,
-            "--type",
-            "merge",
-            "-p",
-            json.dumps({"spec": {"image": next_node_image, "raft": {"heartbeatMs": 120, "electionTimeoutMs": 1000}}}),
+        patch_spec(
+            kubectl, namespace, {"image": next_node_image, "raft": {"heartbeatMs": 120, "electionTimeoutMs": 1000}}
         )
 
         def rolled() -> bool | None:
