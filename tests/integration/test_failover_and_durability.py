@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import shutil
 import signal
 import threading
 import time
@@ -12,6 +13,7 @@ import httpx
 from nacl.signing import SigningKey
 
 from walletnode.client import WalletClient
+from walletnode.consensus import snapshot
 from walletnode.ledger.signing import public_hex
 
 from .conftest import ClusterFactory, funded, wait_for
@@ -102,3 +104,56 @@ def test_full_cluster_sigkill_after_a_burst_keeps_every_acknowledged_transfer(ma
         what="replicas to agree on the audit hash",
     )
     assert all(s is not None for s in statuses)
+
+
+def test_a_replica_that_lost_its_disk_rejoins_from_a_snapshot_while_clients_write(
+    make_cluster: ClusterFactory,
+) -> None:
+    """The leader has compacted its log, so the wiped replica can only come back by installing the
+    leader's snapshot (sent in chunks, written by a forked child) and then the entries after it."""
+    cluster = make_cluster(extra_args=("--snapshot-entries", "20"))
+    alice, bob = SigningKey.generate(), SigningKey.generate()
+    early: list[str] = []
+    with WalletClient(cluster.urls) as client:
+        funded(client, [alice], 10**9)
+        for _ in range(60):  # 60 entries: several snapshots, the first entries compacted away
+            batch = [client.signed_transfer(alice, public_hex(bob), "USD", 1) for _ in range(5)]
+            assert client.submit(batch) == ["ok"] * 5
+            early.append(batch[0].id)
+    leader = wait_for(cluster.leader, what="a leader", diagnose=cluster.diagnose)
+    snapshot_path = os.path.join(cluster.data_dir(leader), "raft", "ledger.snapshot")
+    tail = wait_for(lambda: snapshot.read_tail(snapshot_path), what="a snapshot on the leader")
+    assert tail[0][1] > 1, "the leader's log must be compacted for this test to mean anything"
+
+    follower = next(i for i in range(3) if i != leader)
+    cluster.kill(follower, signal.SIGKILL)
+    shutil.rmtree(cluster.data_dir(follower))
+    acknowledged = 300
+    stop = threading.Event()
+
+    def writer() -> None:
+        nonlocal acknowledged
+        with WalletClient([u for i, u in enumerate(cluster.urls) if i != follower], deadline_s=20) as c:
+            while not stop.is_set():
+                assert c.submit([c.signed_transfer(alice, public_hex(bob), "USD", 1)]) == ["ok"]
+                acknowledged += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        cluster.start(follower)
+        wait_for(lambda: acknowledged > 400, what="writes while the replica rejoins")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    wait_for(
+        lambda: len({(cluster.status(i) or {}).get("audit_hash") for i in range(3)}) == 1,
+        what="the wiped replica to catch up",
+        diagnose=cluster.diagnose,
+    )
+    with WalletClient([cluster.urls[follower]]) as c:
+        assert c.balances(public_hex(bob), consistency="stale") == {"USD": acknowledged}
+    with httpx.Client(timeout=10) as http:  # records that came in the snapshot read back
+        for command_id in early[::10]:
+            r = http.get(f"{cluster.urls[follower]}/v1/transfers/{command_id}", params={"consistency": "stale"})
+            assert r.status_code == 200 and r.json()["command"]["id"] == command_id

@@ -8,8 +8,11 @@ execution), and which hands every committed entry to a `StateMachine`.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,12 +22,14 @@ from typing import Any, Protocol
 import pysyncobj.syncobj as _syncobj_module
 import pysyncobj.tcp_connection as _tcp_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.monotonic import monotonic
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
 from . import snapshot
 from .durable import fsync_dir, fsync_file
 from .journal import DurableJournal
+from .peer_cipher import PeerCipher
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,8 @@ def _create_journal(journal_file: Any) -> Any:
 
 
 _syncobj_module.createJournal = _create_journal
+# Peer messages are sealed with AES-GCM instead of pysyncobj's Fernet (see peer_cipher.py).
+_syncobj_module.getEncryptor = PeerCipher
 
 
 class _StoredZlib:
@@ -93,6 +100,22 @@ class _StoredZlib:
 
 _tcp_module.zlib = _StoredZlib  # type: ignore[assignment]
 
+# Bytes a connection reads before it handles the messages in them.
+READ_AHEAD_BYTES = 4 << 20
+
+
+def _read_some(connection: Any) -> None:
+    """pysyncobj reads a socket until it is empty before it parses anything. A sender faster than
+    this node (a leader streaming a snapshot) then grew one buffer without end, copied on every
+    recv, while no message was handled and the election timer ran out. Read at most
+    READ_AHEAD_BYTES per poll; the poller reports the rest on its next round."""
+    while len(connection._TcpConnection__readBuffer) < READ_AHEAD_BYTES and connection._TcpConnection__processRead():
+        pass
+    connection._TcpConnection__lastReadTime = monotonic()
+
+
+_tcp_module.TcpConnection._TcpConnection__tryReadBuffer = _read_some  # type: ignore[attr-defined]
+
 
 class _SyncingTransport(TCPTransport):
     """Make the journal durable before any message leaves: acks and votes imply fsync'd state."""
@@ -100,6 +123,10 @@ class _SyncingTransport(TCPTransport):
     def send(self, node: Any, message: Any) -> bool:
         self._syncObj.sync_journal()
         return bool(super().send(node, message))
+
+    def unsent_bytes(self, node: Any) -> int:
+        connection = self._connections.get(node)
+        return connection.getSendBufferSize() if connection is not None else 0
 
 
 def trim_append_entries(message: dict[str, Any], journal: Any) -> dict[str, Any]:
@@ -134,12 +161,16 @@ def trim_append_entries(message: dict[str, Any], journal: Any) -> dict[str, Any]
     return message
 
 
-# Snapshot bytes a leader sends per chunk, and per tick to all lagging followers together.
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+# Snapshot bytes a leader sends per chunk, and at most queued unsent per follower connection.
 SNAPSHOT_CHUNK_BYTES = 1 << 20
-SNAPSHOT_BYTES_PER_TICK = 8 << 20
+SNAPSHOT_WINDOW_BYTES = 8 << 20
 
 
 class _Engine(SyncObj):
+    _SyncObj__raftElectionDeadline: float
+
     def __init__(
         self,
         self_address: str,
@@ -151,28 +182,30 @@ class _Engine(SyncObj):
         self._journal = journal
         self._machine = machine
         super().__init__(self_address, peers, conf, transportClass=_SyncingTransport)
-        # pysyncobj sends a whole snapshot to a lagging follower inside one tick of the Raft thread:
-        # with 1M accounts (540 MB) that silenced the leader's heartbeats for so long that the other
-        # followers held election after election and the new replica never caught up. Handing out
-        # at most SNAPSHOT_BYTES_PER_TICK per tick lets heartbeats and entries go out in between;
-        # the transfer resumes where it stopped on the next tick.
+        # pysyncobj sends a whole snapshot to a lagging follower in one go: with 1M accounts
+        # (540 MB) the Raft thread encrypted for seconds, heartbeats stopped, and hundreds of MB
+        # queued in the connection, which both ends copy once per message (bytes slicing): the
+        # follower then spent seconds in one read and the leader timed the connection out and
+        # restarted the transfer. A chunk is handed out only while less than
+        # SNAPSHOT_WINDOW_BYTES wait unsent for that follower; otherwise a heartbeat goes, and
+        # the transfer resumes where it stopped on the next round of append_entries.
         serializer = self._SyncObj__serializer
-        self._snapshot_budget = SNAPSHOT_BYTES_PER_TICK
         whole = serializer.getTransmissionData
+        transport = self._SyncObj__transport
 
-        def in_slices(node: Any) -> Any:
-            if self._snapshot_budget <= 0:
+        def windowed(node: Any) -> Any:
+            if transport.unsent_bytes(node) >= SNAPSHOT_WINDOW_BYTES:
                 return None  # sent as an empty append_entries: a heartbeat
-            data = whole(node)
-            if data:
-                self._snapshot_budget -= len(data[0])
-            return data
+            return whole(node)
 
-        serializer.getTransmissionData = in_slices
-        self.addOnTickCallback(self._refill_snapshot_budget)
-
-    def _refill_snapshot_budget(self) -> None:
-        self._snapshot_budget = SNAPSHOT_BYTES_PER_TICK
+        serializer.getTransmissionData = windowed
+        # With a serializer hook pysyncobj writes snapshots on the Raft thread: at 1M accounts
+        # (encode + write + fsync of 540 MB, seconds) the leader went silent and was deposed.
+        # Its fork path works with the hook too: a child process writes the state as it is at
+        # the fork (the Raft thread, the only writer, is the one forking) while the parent goes
+        # on; the parent learns of success by waitpid and only then compacts the journal.
+        if hasattr(os, "fork"):
+            serializer._Serializer__useFork = True
 
     def sync_journal(self) -> None:
         self._journal.sync()
@@ -185,7 +218,14 @@ class _Engine(SyncObj):
         keep_next = None
         if message.get("type") == "next_node_idx" and message.get("success") and not message.get("reset"):
             keep_next = self._SyncObj__raftNextIndex.get(node)
+        deadline = self._SyncObj__raftElectionDeadline
         SyncObj._SyncObj__onMessageReceived(self, node, message)  # type: ignore[attr-defined]
+        if message.get("type") == "append_entries" and self._SyncObj__raftElectionDeadline != deadline:
+            # The leader was heard. Handling its message may have taken seconds (installing a
+            # big snapshot): restart the election timer from now, or this follower would call an
+            # election the moment it is done, depose a healthy leader and restart its own
+            # catch-up. That loop kept a replica from ever catching up from 1M accounts.
+            self._SyncObj__raftElectionDeadline = monotonic() + self._SyncObj__generateRaftTimeout()
         chunk = message.get("serialized") if message.get("type") == "append_entries" else None
         if chunk is not None and not chunk[2]:
             # A follower answers snapshot chunks only after the last one, and a connection that
@@ -208,6 +248,17 @@ class _Engine(SyncObj):
         return None
 
 
+def _end_with_parent(parent: int) -> None:
+    """In a snapshot writer: die with the node. A writer outliving a SIGKILLed node could rename
+    its file into place, or share the temporary file, under the node's successor."""
+    if os.getpid() == parent:
+        return  # no fork on this platform: writing in the node itself
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 class RaftReplicator:
     """One Raft member: propose entries, read barriers, membership, status."""
 
@@ -224,6 +275,7 @@ class RaftReplicator:
         os.makedirs(data_dir, exist_ok=True)
         self._machine = machine
         self._dir = data_dir
+        self._pid = os.getpid()
         self._snapshot_path = os.path.join(data_dir, "ledger.snapshot")
         self.journal = DurableJournal(
             data_dir,
@@ -343,6 +395,8 @@ class RaftReplicator:
             self._engine.forceLogCompaction()
 
     def _write_snapshot(self, path: str, data: tuple[Any, Any, Any]) -> None:
+        """Runs in the forked child (see _Engine)."""
+        _end_with_parent(self._pid)
         last, previous, cluster = data
         header = snapshot.Header(last=last, previous=previous, members=sorted(n.id for n in cluster))
         snapshot.write(path, header, self._machine.dump())

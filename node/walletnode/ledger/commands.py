@@ -26,7 +26,7 @@ Amount = Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT, description="integer m
 Scale = Annotated[int, msgspec.Meta(ge=0, le=18, description="decimal places of the currency")]
 
 
-class _Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind"):
+class _Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind", gc=False):
     id: Hex32
 
     KIND: ClassVar[int] = 0

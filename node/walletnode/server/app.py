@@ -217,7 +217,7 @@ async def get_command(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_id", "id must be 32 lowercase hex characters")
     await consistent(request)
     with request.app[NODE_KEY].machine.reading() as ledger:
-        applied = ledger.applied.get(command_id)
+        applied = ledger.applied(command_id)
     if applied is None:
         raise ApiError(404, "not_found", f"no command with id {command_id} was applied")
     return reply(HistoryItem(applied.seq, applied.command))

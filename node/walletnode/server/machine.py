@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import msgspec
 
 from ..ledger.codes import Code
-from ..ledger.state import Ledger, Snapshot
+from ..ledger.state import Ledger
 
 
 class AppliedEntry(msgspec.Struct, frozen=True):
@@ -57,11 +57,13 @@ class LedgerMachine:
         return results
 
     def dump(self) -> bytes:
-        with self._lock:
-            return msgspec.msgpack.encode(self._ledger.to_snapshot())
+        """Called on the Raft thread, the only writer, so the state is between entries without
+        the lock. It also runs in a forked child, where the lock may be held by a reader thread
+        that does not exist there: taking it would hang forever."""
+        return self._ledger.dump()
 
     def restore(self, state: bytes) -> None:
-        ledger = Ledger.from_snapshot(msgspec.msgpack.decode(state, type=Snapshot))
+        ledger = Ledger.load(state)
         with self._lock:
             self._ledger = ledger
         for listener in self._restore_listeners:
