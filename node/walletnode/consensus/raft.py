@@ -12,6 +12,7 @@ import ctypes
 import logging
 import os
 import signal
+import struct
 import sys
 import zlib
 from collections.abc import Callable
@@ -100,29 +101,59 @@ class _StoredZlib:
 
 _tcp_module.zlib = _StoredZlib  # type: ignore[assignment]
 
-# Bytes a connection reads before it handles the messages in them.
+# Bytes a connection reads before it handles the messages in them, and bytes of entries or
+# snapshot a leader lets wait unsent for one follower before it holds back more.
 READ_AHEAD_BYTES = 4 << 20
+PEER_WINDOW_BYTES = 8 << 20
 
 
 def _read_some(connection: Any) -> None:
     """pysyncobj reads a socket until it is empty before it parses anything. A sender faster than
     this node (a leader streaming a snapshot) then grew one buffer without end, copied on every
-    recv, while no message was handled and the election timer ran out. Read at most
-    READ_AHEAD_BYTES per poll; the poller reports the rest on its next round."""
-    while len(connection._TcpConnection__readBuffer) < READ_AHEAD_BYTES and connection._TcpConnection__processRead():
-        pass
+    recv, while no message was handled and the election timer ran out. Read READ_AHEAD_BYTES per
+    poll, or up to the end of a longer first message; the poller reports the rest next round."""
+    while len(connection._TcpConnection__readBuffer) < _wanted(connection._TcpConnection__readBuffer):
+        if not connection._TcpConnection__processRead():
+            break
     connection._TcpConnection__lastReadTime = monotonic()
+
+
+def _wanted(buffer: bytes) -> int:
+    if len(buffer) < 4:
+        return READ_AHEAD_BYTES
+    return max(READ_AHEAD_BYTES, 4 + struct.unpack_from("i", buffer)[0])  # pysyncobj's framing
 
 
 _tcp_module.TcpConnection._TcpConnection__tryReadBuffer = _read_some  # type: ignore[attr-defined]
 
 
 class _SyncingTransport(TCPTransport):
-    """Make the journal durable before any message leaves: acks and votes imply fsync'd state."""
+    """Make the journal durable before any message leaves: acks and votes imply fsync'd state.
+
+    Also flow control, which pysyncobj lacks: it queues everything a lagging follower misses in
+    one go (a 1,000-entry backlog of 3 MB mint batches is 3 GB), appending to one bytes buffer,
+    which copies the buffer each time, while heartbeats wait behind it: the follower heard nothing,
+    called election after election (term 586 in one benchmark run) and never caught up. Entries
+    for a follower with PEER_WINDOW_BYTES already unsent are held back: not sent, and the engine
+    rewinds that follower's next index to the first of them after the round (`take_held_back`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held_back: dict[Any, int] = {}
 
     def send(self, node: Any, message: Any) -> bool:
+        entries = message.get("entries")
+        if entries and self.unsent_bytes(node) >= PEER_WINDOW_BYTES:
+            self._held_back.setdefault(node, entries[0][1])
+            return True
         self._syncObj.sync_journal()
         return bool(super().send(node, message))
+
+    def take_held_back(self) -> dict[Any, int]:
+        """Per follower, the first entry index that was held back since the last call."""
+        held, self._held_back = self._held_back, {}
+        return held
 
     def unsent_bytes(self, node: Any) -> int:
         connection = self._connections.get(node)
@@ -163,9 +194,8 @@ def trim_append_entries(message: dict[str, Any], journal: Any) -> dict[str, Any]
 
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
-# Snapshot bytes a leader sends per chunk, and at most queued unsent per follower connection.
+# Snapshot bytes a leader sends per chunk.
 SNAPSHOT_CHUNK_BYTES = 1 << 20
-SNAPSHOT_WINDOW_BYTES = 8 << 20
 
 
 class _Engine(SyncObj):
@@ -187,14 +217,14 @@ class _Engine(SyncObj):
         # queued in the connection, which both ends copy once per message (bytes slicing): the
         # follower then spent seconds in one read and the leader timed the connection out and
         # restarted the transfer. A chunk is handed out only while less than
-        # SNAPSHOT_WINDOW_BYTES wait unsent for that follower; otherwise a heartbeat goes, and
+        # PEER_WINDOW_BYTES wait unsent for that follower; otherwise a heartbeat goes, and
         # the transfer resumes where it stopped on the next round of append_entries.
         serializer = self._SyncObj__serializer
         whole = serializer.getTransmissionData
         transport = self._SyncObj__transport
 
         def windowed(node: Any) -> Any:
-            if transport.unsent_bytes(node) >= SNAPSHOT_WINDOW_BYTES:
+            if transport.unsent_bytes(node) >= PEER_WINDOW_BYTES:
                 return None  # sent as an empty append_entries: a heartbeat
             return whole(node)
 
@@ -209,6 +239,13 @@ class _Engine(SyncObj):
 
     def sync_journal(self) -> None:
         self._journal.sync()
+
+    def _SyncObj__sendAppendEntries(self) -> None:  # noqa: N802 - see _SyncObj__onMessageReceived
+        SyncObj._SyncObj__sendAppendEntries(self)  # type: ignore[attr-defined]
+        next_index = self._SyncObj__raftNextIndex
+        for node, first in self._SyncObj__transport.take_held_back().items():
+            if next_index.get(node, first) > first:
+                next_index[node] = first
 
     # pysyncobj registers `self.__onMessageReceived` (mangled to this name) as the transport
     # callback, so this override sees every peer message first.
@@ -291,7 +328,10 @@ class RaftReplicator:
             deserializer=self._read_snapshot,
             dynamicMembershipChange=True,
             appendEntriesUseBatch=False,  # we group commands ourselves; send each entry at once
-            appendEntriesBatchSizeBytes=64 << 20,  # never split an entry (see docs/architecture.md)
+            # pysyncobj cuts an entry larger than this into pieces through a path of its own; keep
+            # every entry whole (the batcher's largest, 16,380 commands, is about 6 MB) and each
+            # message small enough that a follower handles it before its election timer runs out.
+            appendEntriesBatchSizeBytes=16 << 20,
             appendEntriesPeriod=settings.heartbeat_s,
             raftMinTimeout=settings.election_min_s,
             raftMaxTimeout=settings.election_max_s,
