@@ -17,6 +17,7 @@ pytest_plugins = ["tests.k8s.fixtures"]
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
     outcome = yield
     report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)  # fixtures read it in teardown (logs on failure)
     if REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"

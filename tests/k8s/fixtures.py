@@ -9,7 +9,7 @@ one image build and one set of fixtures per session.
   it (no Go toolchain) the tests are skipped with the reason.
 - ``k8s_node`` (session): the same cluster with a node that runs Pods (``up --with-node``).
 - ``kubectl`` (session): a :class:`Kubectl` bound to that kubeconfig, using the built kubectl.
-- ``namespace`` (function): a fresh namespace per test, deleted afterwards.
+- ``namespace`` (function): a fresh namespace per test, deleted afterwards (reported if it failed).
 - ``node_image`` (session): ``make images`` loaded into the node (the operator's image too).
 - ``helm`` (session): the helm built by hack/k8s, bound to the cluster's kubeconfig.
 
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .kube import HACK, REPO, Helm, Kubectl, fresh_namespace
+from .kube import HACK, REPO, Helm, Kubectl, fresh_namespace, namespace_report
 
 # hack/k8s/build exits with this status when the machine cannot build Kubernetes (no Go).
 CANNOT_BUILD = 3
@@ -76,9 +76,13 @@ def helm(k8s_cluster: str) -> Helm:
 
 @pytest.fixture
 def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace, ready for Pods (its "default" ServiceAccount exists), deleted after."""
+    """A fresh namespace, ready for Pods (its "default" ServiceAccount exists), deleted after.
+    If the test failed, its pods, events and logs are printed first (pytest shows them)."""
     with fresh_namespace(kubectl, request.node.name) as name:
         yield name
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            print(namespace_report(kubectl, name))
 
 
 @pytest.fixture(scope="session")

@@ -128,6 +128,17 @@ def namespace_name(test_name: str) -> str:
     return f"t-{base}-{uuid.uuid4().hex[:6]}"
 
 
+def namespace_report(kubectl: Kubectl, namespace: str, log_lines: int = 80) -> str:
+    """Pods, events and the last log lines of every container: what a failed test leaves to read."""
+    pods = kubectl.run("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+    events = kubectl.run("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False).stdout
+    parts = [f"--- pods in {namespace}\n{pods}", "--- events (the last 150)\n" + "\n".join(events.splitlines()[-150:])]
+    for pod in kubectl.run("get", "pods", "-n", namespace, "-o", "name", check=False).stdout.split():
+        logs = kubectl.run("logs", "-n", namespace, pod, "--all-containers", f"--tail={log_lines}", check=False)
+        parts.append(f"--- logs of {pod}\n{logs.stdout}{logs.stderr}")
+    return "\n".join(parts)
+
+
 @contextmanager
 def fresh_namespace(kubectl: Kubectl, test_name: str, keep: Callable[[], bool] = lambda: False) -> Iterator[str]:
     """A new namespace, ready for Pods (its "default" ServiceAccount exists), deleted afterwards
