@@ -254,8 +254,16 @@ class NamespaceCluster(FaultCluster):
         for i in range(self.size):
             for j in range(self.size):
                 if i != j and group_of.get(i, -1) != group_of.get(j, -2):
-                    self.ns(i, "iptables", "-A", "INPUT", "-s", self.ips[j], "-j", "DROP")
-                    self.ns(i, "iptables", "-A", "OUTPUT", "-d", self.ips[j], "-j", "DROP")
+                    self._drop(i, j)
+
+    def cut(self, i: int, j: int) -> None:
+        """Drop the packets between nodes i and j only: both still reach the third node."""
+        self._drop(i, j)
+        self._drop(j, i)
+
+    def _drop(self, i: int, j: int) -> None:
+        self.ns(i, "iptables", "-A", "INPUT", "-s", self.ips[j], "-j", "DROP")
+        self.ns(i, "iptables", "-A", "OUTPUT", "-d", self.ips[j], "-j", "DROP")
 
     def heal_network(self) -> None:
         for i in range(self.size):

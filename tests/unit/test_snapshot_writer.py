@@ -38,4 +38,3 @@ def test_a_snapshot_writer_dies_when_its_node_is_sigkilled() -> None:
     while not _gone(writer) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert _gone(writer), "the writer outlived its node"
-

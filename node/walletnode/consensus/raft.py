@@ -31,8 +31,11 @@ from . import snapshot
 from .durable import fsync_dir, fsync_file
 from .journal import DurableJournal
 from .peer_cipher import PeerCipher
+from .pre_vote import PreVote
 
 log = logging.getLogger(__name__)
+
+_ROLES = {0: "follower", 1: "candidate", 2: "leader"}  # pysyncobj's _RAFT_STATE
 
 Callback = Callable[[Any, "Outcome"], None]
 
@@ -198,8 +201,7 @@ _PR_SET_PDEATHSIG = 1  # prctl(2)
 SNAPSHOT_CHUNK_BYTES = 1 << 20
 
 
-class _Engine(SyncObj):
-    _SyncObj__raftElectionDeadline: float
+class _Engine(PreVote, SyncObj):
 
     def __init__(
         self,
@@ -240,6 +242,10 @@ class _Engine(SyncObj):
     def sync_journal(self) -> None:
         self._journal.sync()
 
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 - pysyncobj's names
+        self._pre_vote_before_tick()
+        SyncObj._onTick(self, timeToWait)  # type: ignore[attr-defined]
+
     def _SyncObj__sendAppendEntries(self) -> None:  # noqa: N802 - see _SyncObj__onMessageReceived
         SyncObj._SyncObj__sendAppendEntries(self)  # type: ignore[attr-defined]
         next_index = self._SyncObj__raftNextIndex
@@ -250,6 +256,10 @@ class _Engine(SyncObj):
     # pysyncobj registers `self.__onMessageReceived` (mangled to this name) as the transport
     # callback, so this override sees every peer message first.
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
+        if self._pre_vote_handle(node, message):
+            return
+        if message.get("type") == "append_entries" and message["term"] >= self._SyncObj__raftCurrentTerm:
+            self._pre_vote_heard_leader()
         if message.get("type") == "append_entries" and "entries" in message and "prevLogIdx" in message:
             message = trim_append_entries(message, self._journal)
         keep_next = None
@@ -351,6 +361,7 @@ class RaftReplicator:
             dnsFailCacheTime=1.0,
         )
         self._compact_bytes = settings.compact_bytes
+        self._leadership: tuple[int, int, str | None] = (0, 0, None)
         self._engine = _Engine(self_address, peers, conf, self.journal, machine)
         self._engine.addOnTickCallback(self._on_tick)
 
@@ -407,7 +418,7 @@ class RaftReplicator:
         }
         leader = raw["leader"]
         return {
-            "role": {0: "follower", 1: "candidate", 2: "leader"}[raw["state"]],
+            "role": _ROLES[raw["state"]],
             "term": raw["raft_term"],
             "leader": str(leader) if leader is not None else None,
             "commit_index": raw["commit_idx"],
@@ -433,6 +444,23 @@ class RaftReplicator:
     def _on_tick(self) -> None:
         if self.journal.size_bytes > self._compact_bytes:
             self._engine.forceLogCompaction()
+        self._log_leadership()
+
+    def _log_leadership(self) -> None:
+        """Log each change of term, role or leader: the record an operator reads to tell why a
+        cluster was briefly without a leader (who called the election, and when)."""
+        engine = self._engine
+        leader = engine._SyncObj__raftLeader
+        now = (engine._SyncObj__raftCurrentTerm, engine._SyncObj__raftState, str(leader) if leader else None)
+        if now != self._leadership:
+            self._leadership = now
+            term, state, leader_name = now
+            role = _ROLES[state]
+            if role == "follower":
+                what = f"following {leader_name}" if leader_name else "follower, no leader known"
+            else:
+                what = "leading" if role == "leader" else "calling an election"
+            log.info("raft term %d: %s", term, what)
 
     def _write_snapshot(self, path: str, data: tuple[Any, Any, Any]) -> None:
         """Runs in the forked child (see _Engine)."""
