@@ -153,6 +153,17 @@ class _SyncingTransport(TCPTransport):
         self._syncObj.sync_journal()
         return bool(super().send(node, message))
 
+    def _onTick(self) -> None:  # noqa: N802 - pysyncobj's name
+        """pysyncobj checks a connection's timeout only when its socket reports an event, and a
+        connect to an address that drops packets (a replaced pod's old IP, a partition) reports
+        none until the kernel gives up on the SYN, a minute or more later: a restarted member heard
+        no leader for 70 s in the operator's rolling upgrade. Pending connects time out here, after
+        connectionTimeout, and are tried again with a fresh DNS lookup."""
+        for connection in list(self._connections.values()):
+            if connection.state == _tcp_module.CONNECTION_STATE.CONNECTING:
+                connection._TcpConnection__processConnectionTimeout()
+        super()._onTick()
+
     def take_held_back(self) -> dict[Any, int]:
         """Per follower, the first entry index that was held back since the last call."""
         held, self._held_back = self._held_back, {}
