@@ -254,16 +254,14 @@ class NamespaceCluster(FaultCluster):
         for i in range(self.size):
             for j in range(self.size):
                 if i != j and group_of.get(i, -1) != group_of.get(j, -2):
-                    self._drop(i, j)
+                    self.ns(i, "iptables", "-A", "INPUT", "-s", self.ips[j], "-j", "DROP")
+                    self.ns(i, "iptables", "-A", "OUTPUT", "-d", self.ips[j], "-j", "DROP")
 
     def cut(self, i: int, j: int) -> None:
-        """Drop the packets between nodes i and j only: both still reach the third node."""
-        self._drop(i, j)
-        self._drop(j, i)
-
-    def _drop(self, i: int, j: int) -> None:
+        """Lose the packets between nodes i and j only, on arrival (as a network that black-holes
+        them: a sender sees no error, a connect just hangs); both still reach the third node."""
         self.ns(i, "iptables", "-A", "INPUT", "-s", self.ips[j], "-j", "DROP")
-        self.ns(i, "iptables", "-A", "OUTPUT", "-d", self.ips[j], "-j", "DROP")
+        self.ns(j, "iptables", "-A", "INPUT", "-s", self.ips[i], "-j", "DROP")
 
     def heal_network(self) -> None:
         for i in range(self.size):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -180,6 +181,33 @@ def reasons(kubectl: Kubectl, namespace: str) -> set[str]:
     return {e["reason"] for e in kubectl.json("get", "events", "-n", namespace)["items"]}
 
 
+def hand_leadership_to(kubectl: Kubectl, namespace: str, pod: str) -> None:
+    """Make `pod` the leader through the leader's admin API, as an administrator can."""
+    secret = base64.b64decode(kubectl.get("secret", "wallet-secret", namespace)["data"]["secret"]).decode()  # type: ignore[index]
+
+    def led_by_pod() -> bool | None:
+        urls = {
+            p["metadata"]["name"]: p["status"].get("podIP")
+            for p in kubectl.json("get", "pods", "-n", namespace)["items"]
+        }
+        try:
+            status = httpx.get(f"http://{urls[pod]}:8700/v1/status", timeout=5).json()
+            if status["leader"] == pod:
+                return True
+            address = next(m["raft_address"] for m in status["members"] if m["name"] == pod)
+            httpx.post(
+                f"http://{urls[status['leader']]}:8700/v1/leadership",
+                json={"address": address},
+                headers={"Authorization": f"Bearer {secret}"},
+                timeout=15,
+            )
+        except (httpx.HTTPError, KeyError, StopIteration, ValueError):
+            pass
+        return None
+
+    wait_until(f"{pod} to lead", led_by_pod, timeout=60, interval=1.0)
+
+
 def pdb_min(kubectl: Kubectl, namespace: str) -> int:
     return int(kubectl.get("pdb", "wallet", namespace)["spec"]["minAvailable"])  # type: ignore[index]
 
@@ -299,6 +327,8 @@ def test_scaling_and_a_rolling_upgrade_under_load_lose_nothing(
         operator.kill()  # mid-roll
         operator.start()
         wait_until("every pod to be replaced", rolled, timeout=420)
+        # The first member to leave leads: the operator must hand leadership on before removing it.
+        hand_leadership_to(kubectl, namespace, "wallet-4")
         kubectl.run("scale", "wc", "wallet", "-n", namespace, "--replicas", "3")
         wait_until("three members again", lambda: running_with(kubectl, namespace, 3), timeout=240)
     finally:
