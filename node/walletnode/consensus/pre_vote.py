@@ -24,10 +24,11 @@ from __future__ import annotations
 from time import monotonic
 from typing import Any
 
+from pysyncobj.syncobj import _RAFT_STATE
+
 PRE_VOTE = "pre_vote"
 PRE_VOTE_RESPONSE = "pre_vote_response"
 STALE_TERM = "stale_term"
-_FOLLOWER, _LEADER = 0, 2  # pysyncobj's _RAFT_STATE
 
 
 def log_up_to_date(candidate_last: tuple[int, int], own_last: tuple[int, int]) -> bool:
@@ -37,8 +38,8 @@ def log_up_to_date(candidate_last: tuple[int, int], own_last: tuple[int, int]) -
 
 class PreVote:
     """Hold pysyncobj's elections back until a pre-vote is won. Call `_pre_vote_before_tick`
-    before each tick, `_pre_vote_heard_leader` on each append_entries of the current term or
-    later, and give `_pre_vote_handle` every peer message first (it returns True if it took it)."""
+    before each tick, and give `_pre_vote_handle` every peer message first (it returns True if it
+    took the message, False if pysyncobj should handle it)."""
 
     _SyncObj__raftState: int
     _SyncObj__raftCurrentTerm: int
@@ -57,7 +58,7 @@ class PreVote:
     _pre_vote_yeses: frozenset[Any] = frozenset()
 
     def _pre_vote_before_tick(self) -> None:
-        if self._SyncObj__raftState == _LEADER or self._SyncObj__selfNode is None:
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER or self._SyncObj__selfNode is None:
             return
         if self._SyncObj__raftElectionDeadline >= monotonic():
             return
@@ -73,25 +74,25 @@ class PreVote:
         for node in self._SyncObj__otherNodes:
             self._SyncObj__transport.send(node, ask)
 
-    def _pre_vote_heard_leader(self) -> None:
-        self._pre_vote_leader_heard_at = monotonic()
-        self._pre_vote_won = False
-
     def _pre_vote_handle(self, node: Any, message: dict[str, Any]) -> bool:
         kind = message.get("type")
         term = self._SyncObj__raftCurrentTerm
-        if kind == "append_entries" and message["term"] < term:
-            self._SyncObj__transport.send(node, {"type": STALE_TERM, "term": term})
-            return False  # pysyncobj ignores it
+        if kind == "append_entries":
+            if message["term"] < term:
+                self._SyncObj__transport.send(node, {"type": STALE_TERM, "term": term})
+            else:  # a leader was heard
+                self._pre_vote_leader_heard_at = monotonic()
+                self._pre_vote_won = False
+            return False  # pysyncobj handles it (and ignores it from an older term)
         if kind == STALE_TERM:
             if message["term"] > term:  # what pysyncobj does on a request for votes from a later term
                 self._SyncObj__setCurrentTerm(message["term"], None)  # type: ignore[attr-defined]
-                self._SyncObj__setState(_FOLLOWER)  # type: ignore[attr-defined]
+                self._SyncObj__setState(_RAFT_STATE.FOLLOWER)  # type: ignore[attr-defined]
                 self._SyncObj__raftLeader = None
             return True
         if kind == PRE_VOTE:
             granted = (
-                self._SyncObj__raftState != _LEADER
+                self._SyncObj__raftState != _RAFT_STATE.LEADER
                 and monotonic() - self._pre_vote_leader_heard_at >= self._SyncObj__conf.raftMinTimeout
                 and log_up_to_date(tuple(message["last"]), self._pre_vote_last())  # type: ignore[arg-type]
             )

@@ -25,6 +25,7 @@ import pysyncobj.tcp_connection as _tcp_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.monotonic import monotonic
 from pysyncobj.node import TCPNode
+from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.transport import TCPTransport
 
 from . import snapshot
@@ -35,7 +36,7 @@ from .pre_vote import PreVote
 
 log = logging.getLogger(__name__)
 
-_ROLES = {0: "follower", 1: "candidate", 2: "leader"}  # pysyncobj's _RAFT_STATE
+_ROLES = {_RAFT_STATE.FOLLOWER: "follower", _RAFT_STATE.CANDIDATE: "candidate", _RAFT_STATE.LEADER: "leader"}
 
 Callback = Callable[[Any, "Outcome"], None]
 
@@ -213,7 +214,6 @@ SNAPSHOT_CHUNK_BYTES = 1 << 20
 
 
 class _Engine(PreVote, SyncObj):
-
     def __init__(
         self,
         self_address: str,
@@ -269,8 +269,6 @@ class _Engine(PreVote, SyncObj):
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
         if self._pre_vote_handle(node, message):
             return
-        if message.get("type") == "append_entries" and message["term"] >= self._SyncObj__raftCurrentTerm:
-            self._pre_vote_heard_leader()
         if message.get("type") == "append_entries" and "entries" in message and "prevLogIdx" in message:
             message = trim_append_entries(message, self._journal)
         keep_next = None
