@@ -6,6 +6,7 @@ on a timer, so drift (a hand edit, a dead pod, a lost leader) is repaired within
 
 from __future__ import annotations
 
+import datetime
 import secrets
 import threading
 from typing import Any
@@ -37,6 +38,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # A standby takes over this long after the active operator's last keep-alive (kopf's default: 60 s).
     settings.peering.lifetime = 15
     settings.persistence.finalizer = f"{GROUP}/operator"
+    # A deletion that arrives while the timer's reconcile runs (in a thread kopf cannot cancel) waits
+    # for it; kopf then looks again after this long. Its default, 60 s, made `kubectl delete` hang.
+    settings.background.cancellation_polling = 1
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -214,6 +218,4 @@ def _status(
 
 
 def kopf_now() -> str:
-    import datetime
-
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
