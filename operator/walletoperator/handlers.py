@@ -41,6 +41,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # A deletion that arrives while the timer's reconcile runs (in a thread kopf cannot cancel) waits
     # for it; kopf then looks again after this long. Its default, 60 s, made `kubectl delete` hang.
     settings.background.cancellation_polling = 1
+    # kopf's own requests (status patches, events, peering) on a silent connection: 5 minutes by default.
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    # A failed reconcile (say, a request that timed out) is tried again as soon as the timer would run it.
+    settings.execution.default_backoff = 5
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"

@@ -10,6 +10,9 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 FIELD_MANAGER = "walletcluster-operator"
+# (connect, read) seconds. Without them a request on a connection that went silent (a load balancer
+# or NAT forgot it) waits forever, and the reconcile that made it holds its cluster's lock.
+TIMEOUT = (10, 30)
 
 
 class Kube:
@@ -31,12 +34,13 @@ class Kube:
             namespace=manifest["metadata"]["namespace"],
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
+            _request_timeout=TIMEOUT,
         )
 
     def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
         try:
-            return dict(resource.get(name=name, namespace=namespace).to_dict())
+            return dict(resource.get(name=name, namespace=namespace, _request_timeout=TIMEOUT).to_dict())
         except NotFoundError:
             return None
 
@@ -49,8 +53,10 @@ class Kube:
         label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
         return [
             self.api.sanitize_for_serialization(p)
-            for p in self.core.list_namespaced_pod(namespace, label_selector=label_selector).items
+            for p in self.core.list_namespaced_pod(
+                namespace, label_selector=label_selector, _request_timeout=TIMEOUT
+            ).items
         ]
 
     def delete_pod(self, name: str, namespace: str) -> None:
-        self.core.delete_namespaced_pod(name, namespace)
+        self.core.delete_namespaced_pod(name, namespace, _request_timeout=TIMEOUT)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from walletnode.client import WalletClient
 from walletnode.ledger.signing import public_hex
 
 from .kube import Kubectl, KubectlError, hostpath_volumes, wait_until
+from .silent_proxy import SilentProxy
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900, func_only=True)]
 
@@ -121,7 +123,10 @@ class Operator:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a handler thread that hangs keeps it alive
+                self.kill()
 
 
 @pytest.fixture
@@ -434,3 +439,35 @@ def test_a_deletion_in_the_middle_of_a_reconcile_is_prompt(
     # With kopf's default polling about half of the rounds hung: 4 of 5 runs of this test failed.
     took = [delete_mid_reconcile(f"wallet{round_}") for round_ in range(6)]
     print("deletions took " + ", ".join(f"{t:.1f}s" for t in took))
+
+
+def test_the_operator_carries_on_when_its_api_connections_go_silent(
+    crd: None, k8s_cluster: str, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """A load balancer or NAT that forgets a flow neither closes nor resets it: a request on it waits
+    forever unless it times out, and a reconcile that waits forever holds its cluster's lock."""
+    config = yaml.safe_load(Path(k8s_cluster).read_text())
+    server = urllib.parse.urlsplit(config["clusters"][0]["cluster"]["server"])
+    with SilentProxy((server.hostname or "", server.port or 443)) as proxy:
+        config["clusters"][0]["cluster"]["server"] = f"https://{server.hostname}:{proxy.port}"
+        proxied = tmp_path / "proxied.kubeconfig"
+        proxied.write_text(yaml.safe_dump(config))
+        operator = Operator(str(proxied), namespace, tmp_path / "operator.log")
+        operator.start()
+        try:
+            kubectl.apply(cluster(), namespace)
+            wait_until("the owned objects", lambda: kubectl.get("pdb", "wallet", namespace), timeout=60)
+            time.sleep(4)  # a timer reconcile or two: every kind of request has an idle pooled connection
+            proxy.silence()
+            silenced = time.monotonic()
+            weaken_pdb(kubectl, namespace)
+            wait_until("the hand edit to be reverted", lambda: pdb_min(kubectl, namespace) == 2 or None, timeout=150)
+            reverted = time.monotonic() - silenced
+            kubectl.apply(cluster("second"), namespace)  # seen only by a watch that reconnected
+            wait_until("the second cluster's objects", lambda: kubectl.get("pdb", "second", namespace), timeout=150)
+            seen = time.monotonic() - silenced
+            print(f"after the silence: the edit was reverted in {reverted:.0f}s, the new cluster seen in {seen:.0f}s")
+        finally:
+            delete_cluster(kubectl, namespace, "--all", check=False)
+            operator.stop()
+            print(operator.log.read_text()[-3000:])
