@@ -17,7 +17,8 @@ from nacl.signing import SigningKey
 from walletnode.client import WalletClient
 from walletnode.ledger.signing import public_hex
 
-from .clusters import NamespaceCluster, can_run_namespaces
+from ..metrics import per_peer
+from .clusters import RAFT_PORT, NamespaceCluster, can_run_namespaces
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -65,6 +66,7 @@ def test_a_follower_cut_off_from_the_leader_alone_does_not_depose_it(cluster: Na
     before = cluster.status(leader)
     assert before is not None
     follower, other = [i for i in range(cluster.size) if i != leader]
+    address = [f"{ip}:{RAFT_PORT}" for ip in cluster.ips]
     cluster.cut(leader, follower)
     try:
         write_for(cluster, leader, 5)  # five longest election timeouts; the leader commits with the third node
@@ -72,7 +74,14 @@ def test_a_follower_cut_off_from_the_leader_alone_does_not_depose_it(cluster: Na
             status = cluster.status(i)
             assert status is not None
             assert (status["term"], status["leader"]) == (before["term"], before["name"]), cluster.diagnose()
+        # What an operator sees of it: the cut link, on both of its ends, and nothing else.
+        assert per_peer(cluster.urls[leader], "walletnode_raft_peer_connected") == {
+            address[follower]: 0,
+            address[other]: 1,
+        }
+        assert per_peer(cluster.urls[follower], "walletnode_raft_peer_connected")[address[leader]] == 0
     finally:
         cluster.heal_network()
     wait_caught_up(cluster, leader, follower)
     assert (cluster.status(leader) or {}).get("term") == before["term"], cluster.diagnose()
+    assert per_peer(cluster.urls[leader], "walletnode_raft_peer_connected")[address[follower]] == 1

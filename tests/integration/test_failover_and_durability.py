@@ -16,6 +16,7 @@ from walletnode.client import WalletClient
 from walletnode.consensus import snapshot
 from walletnode.ledger.signing import public_hex
 
+from ..metrics import per_peer
 from .conftest import ClusterFactory, funded, wait_for
 
 
@@ -50,6 +51,9 @@ def test_leader_kill_new_leader_within_3s_nothing_lost_and_rejoin(make_cluster: 
     stop.set()
     thread.join(timeout=30)
     assert failover < 3.0, f"first accepted transfer {failover:.2f}s after the leader died"
+    dead = cluster.raft_addresses[leader]
+    for url in survivors:
+        wait_for(lambda: per_peer(url, "walletnode_raft_peer_connected")[dead] == 0, what="the dead peer shown as cut")  # noqa: B023
 
     with httpx.Client(timeout=10) as http:
         for command_id in acknowledged:
@@ -63,6 +67,15 @@ def test_leader_kill_new_leader_within_3s_nothing_lost_and_rejoin(make_cluster: 
     )
     with WalletClient([cluster.urls[leader]]) as c:
         assert c.balances(public_hex(bob), consistency="stale")["USD"] >= len(acknowledged) + 1
+    now_leading = wait_for(cluster.leader, what="a leader")
+    assert now_leading != leader, "a rejoining member does not depose a healthy leader (pre-vote)"
+    url = cluster.urls[now_leading]
+    assert per_peer(url, "walletnode_raft_peer_connected")[dead] == 1
+    commit_index = httpx.get(url + "/v1/status", timeout=5).json()["commit_index"]
+    wait_for(
+        lambda: per_peer(url, "walletnode_raft_peer_match_index")[dead] >= commit_index,
+        what="the leader to see the rejoined member caught up",
+    )
 
 
 def test_full_cluster_sigkill_after_a_burst_keeps_every_acknowledged_transfer(make_cluster: ClusterFactory) -> None:

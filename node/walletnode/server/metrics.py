@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from ..ledger.codes import Code
 from ..ledger.commands import Command
@@ -64,3 +66,32 @@ def raft_gauges(metrics: Metrics, status: Callable[[], dict[str, Any]]) -> None:
     metrics.gauge("walletnode_raft_applied_index", "Raft applied index", lambda: status()["applied_index"])
     metrics.gauge("walletnode_raft_is_leader", "1 if this node is the leader", lambda: status()["role"] == "leader")
     metrics.gauge("walletnode_journal_bytes", "Bytes in the Raft journal", lambda: status()["journal_bytes"])
+    metrics.registry.register(_PeerCollector(status))
+
+
+class _PeerCollector(Collector):
+    """One sample per Raft peer, labelled by its address; peers come and go with membership changes,
+    so the samples are read from the status at each scrape rather than kept in labelled gauges."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        status = self._status()
+        connected = GaugeMetricFamily(
+            "walletnode_raft_peer_connected",
+            "1 while this node holds an authenticated connection to the peer (a cut link shows as 0 on both ends)",
+            labels=["peer"],
+        )
+        for peer, up in sorted(status["connected"].items()):
+            connected.add_metric([peer], float(up))
+        yield connected
+        match = GaugeMetricFamily(
+            "walletnode_raft_peer_match_index",
+            "On the leader: the last log index known to be replicated on the peer (commit index minus this is its lag)",
+            labels=["peer"],
+        )
+        if status["role"] == "leader":  # a follower keeps stale numbers from its last leadership
+            for peer, index in sorted(status["match_index"].items()):
+                match.add_metric([peer], float(index))
+        yield match
