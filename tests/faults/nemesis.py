@@ -31,7 +31,14 @@ DECK = [
     "disk-full-follower",
     "partition-leader+kill-follower",
     "pause-leader+disk-full-follower",
+    "cut-leader-link",
 ]
+# Docker can only disconnect a container from its network entirely, not lose one link.
+NETNS_ONLY = {"cut-leader-link"}
+
+
+def deck_cards(kind: str) -> list[str]:
+    return DECK if kind == "netns" else [card for card in DECK if card not in NETNS_ONLY]
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,14 @@ class Nemesis:
             c.restart(follower)
             c.heal_network()
             return f"partition {{{leader}}} | {self.others(leader)}, then SIGKILL node {follower}; {d:.1f}s"
+        if f == "cut-leader-link":
+            # The leader still reaches the other follower; the cut one must not depose it (pre-vote).
+            leader = self.leader(pick)
+            follower = self.others(leader)[int(pick * 2)]
+            c.cut(leader, follower)
+            time.sleep(d)
+            c.heal_network()
+            return f"cut the link between nodes {leader} (leader) and {follower} for {d:.1f}s"
         if f == "pause-leader+disk-full-follower":
             leader = self.leader(pick)
             follower = self.others(leader)[int(pick * 2)]

@@ -42,7 +42,7 @@ from .clusters import (
     can_run_namespaces,
     cleanup_stale,
 )
-from .nemesis import DECK, Deck, Nemesis, Step, plan
+from .nemesis import Deck, Nemesis, Step, deck_cards, plan
 from .workload import Workload
 
 MINTER = SigningKey(bytes([7]) * 32)
@@ -145,7 +145,7 @@ def run_schedule(index: int, kind: str, seed: int, steps: list[Step], out_dir: s
 def schedules_for(seed: int, count: int, clusters: str, faults: int) -> list[tuple[int, str, int, list[Step]]]:
     """Deterministic from the seed: (index, cluster kind, schedule seed, steps) for every schedule."""
     master = random.Random(seed)
-    decks = {kind: Deck(random.Random(master.getrandbits(64)), DECK) for kind in ("netns", "docker")}
+    decks = {kind: Deck(random.Random(master.getrandbits(64)), deck_cards(kind)) for kind in ("netns", "docker")}
     planned = []
     for k in range(count):
         kind = ("docker" if k % 3 == 2 or count == 2 and k == 1 else "netns") if clusters == "both" else clusters
