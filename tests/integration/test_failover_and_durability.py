@@ -76,6 +76,13 @@ def test_leader_kill_new_leader_within_3s_nothing_lost_and_rejoin(make_cluster: 
         lambda: per_peer(url, "walletnode_raft_peer_match_index")[dead] >= commit_index,
         what="the leader to see the rejoined member caught up",
     )
+    # Handed over, the old leader's replication numbers go stale: it must stop reporting them.
+    admin = {"Authorization": f"Bearer {cluster.secret}"}
+    moved = httpx.post(url + "/v1/leadership", json={}, headers=admin, timeout=30)
+    assert moved.status_code == 200, moved.text
+    wait_for(lambda: cluster.leader() not in (None, now_leading), what="leadership to move")
+    assert per_peer(url, "walletnode_raft_peer_match_index") == {}
+    assert {m["match_index"] for m in httpx.get(url + "/v1/status", timeout=5).json()["members"]} == {None}
 
 
 def test_full_cluster_sigkill_after_a_burst_keeps_every_acknowledged_transfer(make_cluster: ClusterFactory) -> None:

@@ -91,6 +91,10 @@ def test_event_stream_follows_a_dying_node_without_gaps(cluster: LocalCluster, t
         done.wait(0.2)
     reader.join(timeout=60)
     assert seen == list(range(1, 13))
+    # `walletctl status` shows the dead node down, and each survivor with one of its two links up.
+    env.update(WALLET_URL=",".join(cluster.urls), COLUMNS="250")
+    table = walletctl(env, "status").stdout
+    assert "down" in table and table.count(" 1/2 ") == 2, table
 
 
 def test_shell_completion_and_bench(cluster: LocalCluster, tmp_path: pathlib.Path) -> None:

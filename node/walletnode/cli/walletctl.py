@@ -426,7 +426,8 @@ def watch(ctx: Context, after: int | None) -> None:
 @main.command()
 @click.pass_obj
 def status(ctx: Context) -> None:
-    """Every node in WALLET_URL: role, term, indexes, lag behind the most advanced commit."""
+    """Every node in WALLET_URL: role, term, indexes, lag behind the most advanced commit, and how
+    many of its peers it is connected to (a cut link shows as 1/2 on both of its ends)."""
     rows: list[dict[str, Any]] = []
     for url in ctx.urls:
         try:
@@ -439,11 +440,13 @@ def status(ctx: Context) -> None:
         r["lag"] = top - r["applied_index"]
 
     def table() -> Table:
-        t = Table("node", "url", "role", "term", "leader", "commit", "applied", "lag", "audit", "hash")
+        t = Table("node", "url", "role", "term", "leader", "commit", "applied", "lag", "peers", "audit", "hash")
         for r in rows:
             if "error" in r:
-                t.add_row("?", r["url"], "[red]down[/]", "", "", "", "", "", "", r["error"][:30])
+                t.add_row("?", r["url"], "[red]down[/]", "", "", "", "", "", "", "", r["error"][:30])
             else:
+                peers = [m for m in r["members"] if m["name"] != r["name"]]
+                up = sum(m["connected"] for m in peers)
                 t.add_row(
                     r["name"],
                     r["url"],
@@ -453,6 +456,7 @@ def status(ctx: Context) -> None:
                     str(r["commit_index"]),
                     str(r["applied_index"]),
                     str(r["lag"]),
+                    f"{up}/{len(peers)}" if up == len(peers) else f"[red]{up}/{len(peers)}[/]",
                     str(r["audit_index"]),
                     r["audit_hash"][:12],
                 )

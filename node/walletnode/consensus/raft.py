@@ -422,12 +422,16 @@ class RaftReplicator:
             for key, value in raw.items()
             if key.startswith("partner_node_status_server_")
         }
+        role = _ROLES[raw["state"]]
+        # Only a leader's numbers are current; a follower keeps those of its last leadership.
         match = {
-            key[len("match_idx_server_") :]: value for key, value in raw.items() if key.startswith("match_idx_server_")
+            key[len("match_idx_server_") :]: value
+            for key, value in raw.items()
+            if key.startswith("match_idx_server_") and role == "leader"
         }
         leader = raw["leader"]
         return {
-            "role": _ROLES[raw["state"]],
+            "role": role,
             "term": raw["raft_term"],
             "leader": str(leader) if leader is not None else None,
             "commit_index": raw["commit_idx"],

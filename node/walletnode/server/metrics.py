@@ -91,7 +91,6 @@ class _PeerCollector(Collector):
             "On the leader: the last log index known to be replicated on the peer (commit index minus this is its lag)",
             labels=["peer"],
         )
-        if status["role"] == "leader":  # a follower keeps stale numbers from its last leadership
-            for peer, index in sorted(status["match_index"].items()):
-                match.add_metric([peer], float(index))
+        for peer, index in sorted(status["match_index"].items()):  # empty unless leading
+            match.add_metric([peer], float(index))
         yield match
