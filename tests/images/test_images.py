@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -26,6 +25,8 @@ from nacl.signing import SigningKey
 from walletnode.client import WalletClient
 from walletnode.keystore import Keystore
 from walletnode.ledger.signing import public_hex
+
+from ..walletctl import walletctl
 
 pytestmark = [pytest.mark.images, pytest.mark.timeout(1800)]
 
@@ -215,12 +216,6 @@ def docker_cluster(built: dict[str, str]) -> Iterator[DockerCluster]:
         cluster.stop()
     assert not docker("ps", "-aq", "--filter", f"name={cluster.prefix}").stdout.strip()
     assert cluster.network not in docker("network", "ls", "--format", "{{.Name}}").stdout.split()
-
-
-def walletctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "walletnode.cli.walletctl", *args], env=env, text=True, capture_output=True, timeout=120
-    )
 
 
 def test_three_containers_form_a_cluster_that_agrees(docker_cluster: DockerCluster, tmp_path: Path) -> None:

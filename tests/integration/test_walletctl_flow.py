@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 from nacl.signing import SigningKey
 
@@ -13,13 +11,8 @@ from walletnode.client import WalletClient
 from walletnode.keystore import Keystore
 from walletnode.localcluster import LocalCluster
 
+from ..walletctl import walletctl
 from .conftest import MINTER
-
-
-def walletctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "walletnode.cli.walletctl", *args], env=env, text=True, capture_output=True, timeout=60
-    )
 
 
 def test_usd_mint_and_send_seen_by_every_node(cluster: LocalCluster, tmp_path: os.PathLike[str]) -> None:

@@ -6,28 +6,14 @@ import json
 import os
 import pathlib
 import signal
-import subprocess
-import sys
 import threading
 
 from walletnode.client import WalletClient
 from walletnode.keystore import Keystore
 from walletnode.localcluster import LocalCluster
 
+from ..walletctl import walletctl
 from .conftest import MINTER
-
-
-def walletctl(
-    env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "walletnode.cli.walletctl", *args],
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-        input=stdin,
-    )
 
 
 def setup_env(cluster: LocalCluster, tmp_path: pathlib.Path) -> dict[str, str]:
