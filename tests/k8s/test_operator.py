@@ -179,8 +179,8 @@ def pod_urls(kubectl: Kubectl, namespace: str) -> list[str]:
     return [f"http://{p['status']['podIP']}:8700" for p in pods if p["status"].get("podIP")]
 
 
-def weaken_pdb(kubectl: Kubectl, namespace: str) -> None:
-    kubectl.run("patch", "pdb", "wallet", "-n", namespace, "--type", "merge", "-p", '{"spec":{"minAvailable":0}}')
+def weaken_pdb(kubectl: Kubectl, namespace: str, name: str = "wallet") -> None:
+    kubectl.run("patch", "pdb", name, "-n", namespace, "--type", "merge", "-p", '{"spec":{"minAvailable":0}}')
 
 
 def reasons(kubectl: Kubectl, namespace: str) -> set[str]:
@@ -424,7 +424,7 @@ def test_a_deletion_in_the_middle_of_a_reconcile_is_prompt(
     def delete_mid_reconcile(name: str) -> float:
         kubectl.apply(cluster(name), namespace)
         wait_until("the owned objects", lambda: kubectl.get("pdb", name, namespace), timeout=60)
-        kubectl.run("patch", "pdb", name, "-n", namespace, "--type", "merge", "-p", '{"spec":{"minAvailable":0}}')
+        weaken_pdb(kubectl, namespace, name)
         wait_until(
             "the timer to revert the hand edit",
             lambda: policy.read_namespaced_pod_disruption_budget(name, namespace).spec.min_available == 2 or None,
