@@ -4,9 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test test-fast test-k8s k8s-down lint bench images chart faults clean
+.PHONY: venv run test test-fast test-k8s k8s-down lint bench images chart faults sim clean
 
 SCHEDULES ?= 3
+SEEDS     ?= 10000
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -80,6 +81,11 @@ chart:
 faults: $(STAMP)
 	images/docker-up
 	$(BIN)/python -m tests.faults.run --schedules $(SCHEDULES) $(if $(SEED),--seed $(SEED))
+
+# The deterministic Raft simulator on SEEDS seeds from SEED (default: the current time); ends with
+# one summary line, and prints the replay command of every failing seed.
+sim: $(STAMP)
+	$(BIN)/python -m tests.sim.run --seeds $(SEEDS) $(if $(SEED),--seed $(SEED))
 
 clean:
 	rm -rf $(VENV) .run
