@@ -168,8 +168,7 @@ async def _snapshot_covering(
     while time.monotonic() < deadline:
         if os.path.exists(path) and os.path.getmtime(path) != seen_mtime:
             seen_mtime = os.path.getmtime(path)
-            tail = snapshot.read_tail(path)
-            if tail is not None and tail[1][1] >= target["commit_index"]:
+            if snapshot.read(path)[0].index >= target["commit_index"]:
                 return path
         body = next(signer.mint_bodies(driver.cluster_id, [existing], 1, 1))
         await driver.post("/v1/mint", body)

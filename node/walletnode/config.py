@@ -39,6 +39,7 @@ class NodeConfig:
     data_dir: str
     minters: tuple[str, ...] = ()
     join: bool = False
+    founding: bool = True  # one of the members a new cluster starts with (else it waits to be added)
 
     @property
     def self_member(self) -> Member:
@@ -100,6 +101,7 @@ def resolve(
         name = name or host_name
         if node_id >= replicas and not join:
             raise ConfigError(f"ordinal {node_id} is not below replicas={replicas}; pass --join to be added")
+        founding = node_id < replicas
         ordinals = sorted(set(range(replicas)) | {node_id})
         members = tuple(pod_member(name, i, service or name, namespace, raft_port) for i in ordinals)
         bind = f"0.0.0.0:{raft_port}"
@@ -111,6 +113,7 @@ def resolve(
         if not 0 <= node_id < len(members):
             raise ConfigError(f"--id {node_id} is not an index into --cluster ({len(members)} members)")
         bind = members[node_id].raft_address
+        founding = not join
     me = next(m for m in members if m.id == node_id)
     return NodeConfig(
         id=node_id,
@@ -124,4 +127,5 @@ def resolve(
         data_dir=data_dir,
         minters=minters,
         join=join,
+        founding=founding,
     )

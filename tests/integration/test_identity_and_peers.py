@@ -93,7 +93,8 @@ class _Exploit:
 
 
 def test_a_pickle_sent_to_the_raft_port_is_never_unpickled(cluster: LocalCluster, tmp_path: os.PathLike[str]) -> None:
-    """pysyncobj speaks pickle: without the secret, a payload must be dropped, not executed."""
+    """Raft engines that speak pickle would run this; ours seals msgpack frames with the cluster
+    key, so a stranger's bytes must be dropped, never executed, and the node must go on serving."""
     marker = os.path.join(tmp_path, "pwned")
     payload = zlib.compress(pickle.dumps(_Exploit(marker)), 3)
     host, port = cluster.raft_addresses[0].split(":")

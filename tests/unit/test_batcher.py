@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from walletnode.consensus.raft import Outcome
+from walletnode.consensus.replicator import Outcome
 from walletnode.ledger.commands import Transfer, decode_entry
 from walletnode.server.batcher import GroupCommitter, OutcomeUnknown
 

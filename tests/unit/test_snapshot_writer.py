@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from walletnode.consensus.raft import _end_with_parent
+from walletnode.consensus.replicator import _end_with_parent
 
 
 def _gone(pid: int) -> bool:

@@ -14,7 +14,7 @@ import click
 import httpx
 
 from ..config import ConfigError, NodeConfig, resolve
-from ..consensus.raft import RaftSettings
+from ..consensus.replicator import RaftSettings
 
 ALLOW_FAULTS = "WALLETNODE_ALLOW_TEST_FAULTS"
 
@@ -181,7 +181,6 @@ def serve(
     settings = RaftSettings(
         heartbeat_s=heartbeat_ms / 1000,
         election_min_s=election_timeout_ms / 1000,
-        election_max_s=2 * election_timeout_ms / 1000,
         compact_entries=snapshot_entries,
     )
     if test_faults and os.environ.get(ALLOW_FAULTS) != "1":
@@ -226,7 +225,7 @@ async def _serve(
 async def _join(config: NodeConfig, secret: str, urls: tuple[str, ...]) -> None:
     """Ask members to add us until one (the leader, or one forwarding to it) says yes."""
     log = logging.getLogger("walletnode.join")
-    body = {"address": config.self_member.raft_address}
+    body = {"address": config.self_member.raft_address, "id": config.id}
     async with httpx.AsyncClient(timeout=15) as client:
         while True:
             for url in urls:

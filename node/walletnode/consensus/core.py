@@ -400,7 +400,8 @@ class RaftCore:
             if m.type == MsgType.APPEND:
                 self._handle_append(m)
             elif m.type == MsgType.HEARTBEAT:
-                self.log.commit_to(m.commit)
+                # min: a member whose disk was wiped holds less than the leader last heard from it.
+                self.log.commit_to(min(m.commit, self.log.last_index()))
                 self._send_to(MsgType.HEARTBEAT_RESP, m.frm, context=m.context)
             else:
                 self._handle_snapshot(m)
@@ -498,6 +499,13 @@ class RaftCore:
             self.propose_conf_change(ConfChange(ConfChangeKind.PROMOTE, node))
 
     def _handle_reject(self, m: Message, pr: Progress) -> None:
+        if m.index <= pr.match and m.hint_index < pr.match:
+            # The follower no longer holds entries it acknowledged: its disk was wiped and it
+            # started again empty. Replicate to it from what it has now.
+            pr.match = m.hint_index
+            pr.become_probe()
+            self._send_append(m.frm)
+            return
         hint = m.hint_index
         if m.hint_term > 0:
             hint, _ = self.log.find_conflict_by_term(m.hint_index, m.hint_term)

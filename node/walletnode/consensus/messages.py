@@ -35,27 +35,34 @@ class ConfChangeKind(IntEnum):
 class ConfChange(msgspec.Struct, frozen=True, array_like=True):
     kind: ConfChangeKind
     node: int
+    address: str = ""  # where the node is reached (ADD_LEARNER); opaque to the core
 
 
 class ConfState(msgspec.Struct, frozen=True, array_like=True):
     voters: frozenset[int] = frozenset()
     learners: frozenset[int] = frozenset()
+    addresses: tuple[tuple[int, str], ...] = ()  # (node, address) of every member, for the transport
 
     @property
     def members(self) -> frozenset[int]:
         return self.voters | self.learners
 
+    def address(self, node: int) -> str | None:
+        return dict(self.addresses).get(node)
+
     def apply(self, change: ConfChange) -> ConfState:
         node = change.node
         if change.kind == ConfChangeKind.ADD_LEARNER:
-            if node in self.voters:
-                return self  # already a voter: adding it again changes nothing
-            return ConfState(self.voters, self.learners | {node})
+            if node in self.members:
+                return self  # already a member: adding it again changes nothing
+            addresses = (*self.addresses, (node, change.address))
+            return ConfState(self.voters, self.learners | {node}, addresses)
         if change.kind == ConfChangeKind.PROMOTE:
             if node not in self.learners:
                 return self
-            return ConfState(self.voters | {node}, self.learners - {node})
-        return ConfState(self.voters - {node}, self.learners - {node})
+            return ConfState(self.voters | {node}, self.learners - {node}, self.addresses)
+        addresses = tuple(pair for pair in self.addresses if pair[0] != node)
+        return ConfState(self.voters - {node}, self.learners - {node}, addresses)
 
 
 class HardState(msgspec.Struct, frozen=True, array_like=True):

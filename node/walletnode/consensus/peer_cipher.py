@@ -1,22 +1,18 @@
-"""Authenticated encryption of Raft peer messages with the cluster secret.
+"""Authenticated encryption of Raft peer frames with a key derived from the cluster secret.
 
-pysyncobj encrypts peer messages with Fernet (AES-CBC, HMAC-SHA256, then base64): base64 alone
-was 38% of a follower's CPU while it received a snapshot, and Fernet is paid on every entry
-sent to every follower. `PeerCipher` offers the three methods pysyncobj calls, with AES-256-GCM
-and no text encoding. A message is `timestamp (8) | nonce (12) | ciphertext and tag`; the
-timestamp is authenticated as associated data (pysyncobj reads it before decrypting, to refuse
-messages older than the last one on the connection).
+A sealed frame is `nonce (12) | ciphertext and tag` (AES-256-GCM). Only a holder of the cluster
+secret can read a frame or make one that opens: a pod without it can neither join nor listen.
+The key is derived for this purpose alone (its own salt), so it is not the secret itself.
 
 Nonces are a random 8-byte prefix drawn per process plus a 4-byte counter, so they never repeat
 under one key however long a node runs (random 96-bit nonces would near their safe limit of
-2**32 messages in about a year of heartbeats); the prefix is drawn again when the counter wraps.
+2**32 frames in about a year of heartbeats); the prefix is drawn again when the counter wraps.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import struct
 import threading
 
 from cryptography.exceptions import InvalidTag
@@ -25,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 _SALT = b"walletcluster/v1 raft peers"
-_HEADER = struct.Struct(">Q12s")
+NONCE = 12
 
 
 class InvalidMessage(Exception):
@@ -55,21 +51,14 @@ class PeerCipher:
                 n = next(self._counter)
             return self._prefix + n.to_bytes(4, "big")
 
-    def encrypt_at_time(self, data: bytes, timestamp: int) -> bytes:
-        header = _HEADER.pack(timestamp, self._nonce())
-        return header + self._aead.encrypt(header[8:], data, header)
+    def seal(self, data: bytes) -> bytes:
+        nonce = self._nonce()
+        return nonce + self._aead.encrypt(nonce, data, None)
 
-    def extract_timestamp(self, token: bytes) -> int:
-        """The sender's timestamp, not yet authenticated (`decrypt` checks it)."""
-        if len(token) < _HEADER.size:
-            raise InvalidMessage("peer message too short")
-        return int(_HEADER.unpack_from(token)[0])
-
-    def decrypt(self, token: bytes) -> bytes:
-        if len(token) < _HEADER.size + 16:
-            raise InvalidMessage("peer message too short")
-        header = token[: _HEADER.size]
+    def open(self, token: bytes) -> bytes:
+        if len(token) < NONCE + 16:
+            raise InvalidMessage("peer frame too short")
         try:
-            return self._aead.decrypt(header[8:], token[_HEADER.size :], header)
+            return self._aead.decrypt(token[:NONCE], token[NONCE:], None)
         except InvalidTag as e:
-            raise InvalidMessage("peer message failed authentication (wrong cluster secret?)") from e
+            raise InvalidMessage("peer frame failed authentication (wrong cluster secret?)") from e

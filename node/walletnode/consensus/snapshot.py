@@ -1,53 +1,46 @@
-"""Snapshot files: the ledger state plus the Raft position it corresponds to.
+"""Snapshot files: the ledger state after a Raft index, with that index's term and configuration.
 
-Layout: MAGIC, then two framed records (`records.py`): a small header (last and previous Raft
-entry covered, cluster members) and the ledger state. The header alone is cheap to read, which
-the journal needs at start-up to finish a compaction that a crash interrupted.
+Layout: MAGIC (which carries the format version), then two framed records (`records.py`): the
+`SnapshotMeta` and the state. A file is written whole and fsync'd under a temporary name, then
+renamed into place, so `ledger.snapshot` is always complete; the same bytes are what a leader
+streams to a follower, which checks them with `read` before installing.
 """
 
 from __future__ import annotations
-
-import os
 
 import msgspec
 
 from . import records
 from .durable import write_file_synced
-from .journal import RaftEntry
+from .messages import SnapshotMeta
 
-MAGIC = b"WCSNAP01"
-
-
-class Header(msgspec.Struct, array_like=True):
-    last: tuple[bytes, int, int]
-    previous: tuple[bytes, int, int]
-    members: list[str]
+MAGIC = b"WCSNAP02"
+_meta_decoder = msgspec.msgpack.Decoder(SnapshotMeta)
 
 
 class CorruptSnapshot(Exception):
     pass
 
 
-def write(path: str, header: Header, state: bytes) -> None:
+def write(path: str, meta: SnapshotMeta, state: bytes) -> None:
     """Write and fsync a snapshot at `path` (the caller renames it into place)."""
-    data = MAGIC + records.frame(msgspec.msgpack.encode(header)) + records.frame(state)
-    write_file_synced(path, data)
+    write_file_synced(path, MAGIC + records.frame(msgspec.msgpack.encode(meta)) + records.frame(state))
 
 
-def read(path: str) -> tuple[Header, bytes]:
-    with open(path, "rb") as f:
-        data = f.read()
+def parse(data: bytes, where: str) -> tuple[SnapshotMeta, bytes]:
     if data[: len(MAGIC)] != MAGIC:
-        raise CorruptSnapshot(f"{path}: not a walletcluster snapshot")
+        found = data[: len(MAGIC)]
+        raise CorruptSnapshot(
+            f"{where}: not a snapshot of this version (starts {found!r}, expected {MAGIC!r}); "
+            "it was written by another version of walletnode: remove the data directory and let "
+            "this member catch up from the others, or run the version that wrote it"
+        )
     parts = [payload for _, payload in records.scan(data, len(MAGIC))]
     if len(parts) != 2:
-        raise CorruptSnapshot(f"{path}: truncated or corrupt")
-    return msgspec.msgpack.decode(parts[0], type=Header), parts[1]
+        raise CorruptSnapshot(f"{where}: truncated or corrupt")
+    return _meta_decoder.decode(parts[0]), parts[1]
 
 
-def read_tail(path: str) -> tuple[RaftEntry, RaftEntry] | None:
-    """(previous, last) entry covered by the snapshot at `path`, or None if there is none."""
-    if not os.path.exists(path):
-        return None
-    header, _ = read(path)
-    return header.previous, header.last
+def read(path: str) -> tuple[SnapshotMeta, bytes]:
+    with open(path, "rb") as f:
+        return parse(f.read(), path)

@@ -7,7 +7,7 @@ journal implements the same `LogStorage` protocol.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from .messages import ConfState, Entry, HardState, SnapshotMeta, entry_size
 
@@ -45,13 +45,17 @@ class LogStorage(Protocol):
         ...
 
 
-class MemoryStorage:
-    """A `LogStorage` in a list: the reference for the core's tests and the simulator."""
+class SlotLog:
+    """The reading half of a log: a snapshot, then one slot per entry (anything with a `term`)
+    that `_read` turns into the entry. MemoryStorage's slots are the entries; a log on disk keeps
+    where each entry is instead."""
 
-    def __init__(self, snapshot: SnapshotMeta = SnapshotMeta(), hard_state: HardState = HardState()) -> None:
-        self.hard_state = hard_state
-        self.snap = snapshot
-        self.log: list[Entry] = []  # log[0] has index snap.index + 1
+    snap: SnapshotMeta
+    hard_state: HardState
+    slots: list[Any]
+
+    def _read(self, slot: Any) -> Entry:
+        raise NotImplementedError
 
     def initial_state(self) -> tuple[HardState, ConfState]:
         return self.hard_state, self.snap.conf
@@ -60,14 +64,15 @@ class MemoryStorage:
         return self.snap.index + 1
 
     def last_index(self) -> int:
-        return self.snap.index + len(self.log)
+        return self.snap.index + len(self.slots)
 
     def term(self, index: int) -> int:
         if index < self.snap.index:
             raise Compacted(index)
         if index == self.snap.index:
             return self.snap.term
-        return self.log[index - self.snap.index - 1].term
+        term: int = self.slots[index - self.snap.index - 1].term
+        return term
 
     def entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
         if lo <= self.snap.index:
@@ -75,7 +80,8 @@ class MemoryStorage:
         assert hi <= self.last_index() + 1, (lo, hi, self.last_index())
         out: list[Entry] = []
         size = 0
-        for entry in self.log[lo - self.snap.index - 1 : hi - self.snap.index - 1]:
+        for slot in self.slots[lo - self.snap.index - 1 : hi - self.snap.index - 1]:
+            entry = self._read(slot)
             size += entry_size(entry)
             if out and size > max_bytes:
                 break
@@ -85,6 +91,18 @@ class MemoryStorage:
     def snapshot(self) -> SnapshotMeta:
         return self.snap
 
+
+class MemoryStorage(SlotLog):
+    """A `LogStorage` in a list: the reference for the core's tests and the simulator."""
+
+    def __init__(self, snapshot: SnapshotMeta = SnapshotMeta(), hard_state: HardState = HardState()) -> None:
+        self.hard_state = hard_state
+        self.snap = snapshot
+        self.slots: list[Entry] = []  # slots[0] has index snap.index + 1
+
+    def _read(self, slot: Entry) -> Entry:
+        return slot
+
     # -- writes, by the application ---------------------------------------------------------
 
     def append(self, entries: list[Entry]) -> None:
@@ -93,17 +111,17 @@ class MemoryStorage:
             return
         first = entries[0].index
         assert self.snap.index < first <= self.last_index() + 1, (first, self.snap.index, self.last_index())
-        del self.log[first - self.snap.index - 1 :]
-        self.log.extend(entries)
+        del self.slots[first - self.snap.index - 1 :]
+        self.slots.extend(entries)
 
     def compact(self, snapshot: SnapshotMeta) -> None:
         """Drop the entries up to `snapshot.index`, which the state machine holds durably."""
         assert self.snap.index <= snapshot.index <= self.last_index()
         assert self.term(snapshot.index) == snapshot.term
-        del self.log[: snapshot.index - self.snap.index]
+        del self.slots[: snapshot.index - self.snap.index]
         self.snap = snapshot
 
     def install(self, snapshot: SnapshotMeta) -> None:
         """Replace the whole log with a received snapshot."""
-        self.log = []
+        self.slots = []
         self.snap = snapshot

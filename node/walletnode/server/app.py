@@ -345,8 +345,13 @@ def require_secret(request: web.Request) -> None:
         raise ApiError(401, "unauthorized", "admin calls need 'Authorization: Bearer <cluster secret>'")
 
 
-async def _membership(request: web.Request, action: str, address: str | None) -> web.Response:
-    outcome = await request.app[NODE_KEY].change_membership(action, address)
+async def _membership(
+    request: web.Request, action: str, address: str | None, member: int | None = None
+) -> web.Response:
+    try:
+        outcome = await request.app[NODE_KEY].change_membership(action, address, member)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
     if outcome != "applied":
         raise ApiError(409, outcome, f"{action} was not applied ({outcome}); retry against the leader")
     return reply({"result": "ok"})
@@ -355,7 +360,7 @@ async def _membership(request: web.Request, action: str, address: str | None) ->
 async def post_member(request: web.Request) -> web.Response:
     require_secret(request)
     change = await decode(request, MemberChange)
-    return await _membership(request, "add", change.address)
+    return await _membership(request, "add", change.address, change.id)
 
 
 async def delete_member(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..consensus.raft import Outcome, RaftReplicator
+from ..consensus.replicator import Outcome, Replicator
 from ..ledger.codes import Code
 from ..ledger.commands import Command, Entry, encode_entry
 
@@ -42,7 +42,7 @@ class _Pending:
 class GroupCommitter:
     def __init__(
         self,
-        replicator: RaftReplicator,
+        replicator: Replicator,
         max_entry_commands: int = 16380,
         max_inflight: int = 4,
         timeout_s: float = 10.0,

@@ -10,8 +10,8 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from ..config import NodeConfig
-from ..consensus.raft import Outcome, RaftReplicator, RaftSettings
+from ..config import HOSTNAME, NodeConfig
+from ..consensus.replicator import Outcome, RaftSettings, Replicator
 from ..ledger.codes import Code
 from ..ledger.commands import Command
 from ..ledger.state import configure_entry
@@ -23,6 +23,18 @@ from .metrics import Metrics, raft_gauges
 from .verifier import Verifier
 
 log = logging.getLogger(__name__)
+
+
+def raft_id(member: int) -> int:
+    """Members are numbered from 0 (pod ordinals); Raft ids from 1 (0 means "none")."""
+    return member + 1
+
+
+def member_id_of(address: str) -> int | None:
+    """The ordinal in a pod's peer address, `<name>-<ordinal>.<service>...:<port>`."""
+    host = address.rpartition(":")[0].split(".")[0]
+    match = HOSTNAME.match(host)
+    return int(match["ordinal"]) if match else None
 
 
 class LedgerNode:
@@ -41,7 +53,7 @@ class LedgerNode:
         self.machine = LedgerMachine()
         self.key: SigningKey = identity.load_or_create(self._ensure_dir(config.data_dir))
         self.metrics = Metrics()
-        self.raft: RaftReplicator | None = None
+        self.raft: Replicator | None = None
         self.committer: GroupCommitter | None = None
         self.events: EventWindow | None = None
         self.verifier = Verifier(config.cluster_id)
@@ -58,15 +70,18 @@ class LedgerNode:
         self.machine.on_applied(self.events.push_threadsafe)
         self.machine.on_applied(self.metrics.observe_entry)
         self.machine.on_restored(self.events.reset_threadsafe)
-        self.raft = RaftReplicator(
-            self.config.self_member.raft_address,
-            self.config.peer_addresses,
+        self.raft = Replicator(
+            raft_id(self.config.id),
+            self.config.cluster_id,
+            {raft_id(m.id): m.raft_address for m in self.config.members},
+            self.config.founding,
             os.path.join(self.config.data_dir, "raft"),
             self._secret,
             self.machine,
             self._settings,
             bind_address=self.config.raft_bind,
         )
+        await self.raft.start()
         raft_gauges(self.metrics, self.raft.status)
         self.committer = GroupCommitter(self.raft)
         self._tasks.append(asyncio.create_task(self._keep_minters_configured()))
@@ -75,7 +90,7 @@ class LedgerNode:
         for task in self._tasks:
             task.cancel()
         if self.raft is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.raft.destroy)
+            await self.raft.stop()
         self.verifier.close()
 
     # -- writes -----------------------------------------------------------------------------
@@ -118,20 +133,22 @@ class LedgerNode:
 
     # -- membership (used by the operator through the admin API) ---------------------------
 
-    async def change_membership(self, action: str, address: str | None) -> Outcome:
+    async def change_membership(self, action: str, address: str | None, member: int | None = None) -> Outcome:
+        """`member`: the id of a member being added (its ordinal); read from a pod's address when absent."""
         assert self.raft is not None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
 
-        def settle(outcome: Outcome) -> None:
+        def done(_result: Any, outcome: Outcome) -> None:
             if not future.done():
                 future.set_result(outcome)
 
-        def done(_result: Any, outcome: Outcome) -> None:
-            loop.call_soon_threadsafe(settle, outcome)
-
         if action == "add" and address:
-            self.raft.add_member(address, done)
+            if member is None:
+                member = member_id_of(address)
+            if member is None:
+                raise ValueError(f"cannot tell the member id of {address!r}: give its id")
+            self.raft.add_member(address, raft_id(member), done)
         elif action == "remove" and address:
             self.raft.remove_member(address, done)
         else:

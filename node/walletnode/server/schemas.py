@@ -111,6 +111,7 @@ class Error(msgspec.Struct):
 
 class MemberChange(_Body):
     address: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")]
+    id: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None  # when the address does not name a pod
 
 
 class LeadershipTransfer(_Body):
