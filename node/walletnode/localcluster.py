@@ -39,6 +39,7 @@ class LocalCluster:
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
     extra_args: Sequence[str] = ()
     env: dict[str, str] = field(default_factory=dict)
+    python: str = sys.executable  # another virtualenv's interpreter runs another version of the node
     processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: dict[int, IO[bytes]] = field(default_factory=dict)
 
@@ -72,7 +73,7 @@ class LocalCluster:
 
     def command(self, i: int) -> list[str]:
         args = [
-            sys.executable,
+            self.python,
             "-m",
             "walletnode.cli.node",
             "serve",

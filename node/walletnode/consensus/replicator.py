@@ -195,7 +195,7 @@ class Replicator:
     def _open(self) -> None:
         """Disk thread: open the log; load the newest snapshot into the state machine."""
         self.log = DiskLog(os.path.join(self.dir, "log"))
-        if self.log.is_new and self.founding:
+        if self.log.is_new and self.founding and not os.path.exists(self.snapshot_path):
             conf = ConfState(voters=frozenset(self.peers), addresses=tuple(sorted(self.peers.items())))
             meta = SnapshotMeta(1, 1, conf)
             self._write_snapshot_file(meta, self.machine.dump())
