@@ -81,13 +81,14 @@ class Params:
     max_msg_bytes: int  # 1: one entry per AppendEntries
     crash_on_election: float  # chance that a new leader crashes before anyone hears of its election
     crash_on_commit: float  # chance that a leader crashes once a new commit index is on its disk, before sending
+    link_reports: float  # chance that a node's transport reports its link to a crashed node as lost
 
 
 def draw_params(rng: random.Random) -> Params:
-    """Most runs mix every fault; one in four is leader churn: five nodes whose leaders crash
+    """Most runs mix every fault; two in five are leader churn: five nodes whose leaders crash
     as they are elected or as they commit, over a lossy network, the ground on which logs of
     different terms interleave (Figure 8 of the Raft paper)."""
-    if rng.random() < 0.25:
+    if rng.random() < 0.4:
         return Params(
             size=5,
             loss=0.15,
@@ -101,6 +102,7 @@ def draw_params(rng: random.Random) -> Params:
             max_msg_bytes=1,
             crash_on_election=0.7,
             crash_on_commit=0.5,
+            link_reports=0.0,
         )
     return Params(
         size=rng.choice((1, 3, 3, 3, 5, 5)),
@@ -115,6 +117,7 @@ def draw_params(rng: random.Random) -> Params:
         max_msg_bytes=rng.choice((1, 64, 4096)),
         crash_on_election=rng.choice((0.0, 0.1, 0.3)),
         crash_on_commit=rng.choice((0.0, 0.02, 0.1)),
+        link_reports=rng.choice((0.0, 0.7, 1.0)),
     )
 
 
@@ -195,6 +198,9 @@ class World:
 
     def _crash(self, node: Node) -> None:
         node.alive = False
+        for other in self.nodes.values():  # their connections to it break, now or a little later
+            if other.alive and self.rng.random() < self.params.link_reports:
+                self._at(1 + self.rng.randrange(TICK_MS), "unreachable", (other.id, other.incarnation, node.id))
         if self.faults_on:
             self._at(self.rng.randrange(20, 500), "restart", node.id)
 
@@ -202,6 +208,13 @@ class World:
         node = self._live(*payload)
         if node is not None and self.faults_on:
             self._crash(node)
+
+    def _on_unreachable(self, payload: tuple[int, int, int]) -> None:
+        node_id, incarnation, lost = payload
+        node = self._live(node_id, incarnation)
+        if node is not None:
+            node.core.report_unreachable(lost)
+            self._drain(node)
 
     def _on_restart(self, node_id: int) -> None:
         node = self.nodes[node_id]

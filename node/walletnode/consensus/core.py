@@ -175,9 +175,18 @@ class RaftCore:
         pr.probe_sent = True  # probe again after the next heartbeat answer
 
     def report_unreachable(self, node: int) -> None:
+        """The transport lost its connection to `node`. A leader probes it again; a follower
+        that lost its leader stops counting on it (it may grant votes) and campaigns within
+        a few ticks instead of a whole election timeout: a leader that crashed is replaced
+        about as fast as the others notice. If the leader is in fact alive, the others still
+        hear it and refuse the pre-vote, so this cannot depose it."""
         pr = self.progress.get(node)
         if self.role == Role.LEADER and pr is not None and pr.state == State.REPLICATE:
             pr.become_probe()
+        elif self.role == Role.FOLLOWER and node == self.leader != NONE:
+            self.leader = NONE
+            soon = self.randomized_timeout - 1 - self.rng.randrange(2 * self.cfg.heartbeat_ticks)
+            self.election_elapsed = max(self.election_elapsed, soon)
 
     def step(self, m: Message) -> None:
         assert m.to == self.id, (m.to, self.id)

@@ -23,6 +23,7 @@ import os
 import random
 import signal
 import sys
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 Callback = Callable[[Any, "Outcome"], None]
 SNAPSHOT_CHUNK_BYTES = 1 << 20
+MAX_APPLYING = 8  # batches of committed entries queued for the disk thread before the loop waits
 TICKS_PER_HEARTBEAT = 2
 
 
@@ -147,6 +149,7 @@ class Replicator:
         self._transfers: list[tuple[int, int, Callback]] = []  # (leader then, wanted (NONE: any), callback)
         self._incoming: tuple[int, Any] | None = None  # (sender, open file) of a snapshot being received
         self._snapshotting = False
+        self._applying: deque[asyncio.Future[list[Any]]] = deque()
         self._leadership: tuple[int, Role, int] = (0, Role.FOLLOWER, NONE)
         self.applied = 0  # by the disk thread, as the state machine applies
         self.settled = 0  # by the loop: the last index whose proposals are answered
@@ -171,6 +174,7 @@ class Replicator:
             max_msg_bytes=4 << 20,
             max_inflight_msgs=64,
             max_inflight_bytes=32 << 20,
+            max_apply_bytes=8 << 20,
         )
         self.core = RaftCore(config, self.log, random.Random(int.from_bytes(os.urandom(8), "big")))
         await self.transport.start()
@@ -384,13 +388,34 @@ class Replicator:
             if message.type not in (MsgType.APPEND, MsgType.HEARTBEAT):
                 self._send_message(message)
         if ready.committed:
-            results = await loop.run_in_executor(self._disk, self._apply, ready.committed)
-            self._settle(ready.committed, results)
+            await self._hand_to_state_machine(ready.committed)
         for read in ready.reads:
             callback = self._reads.pop(read.context, None)
             if callback is not None:
                 self._reads_to_serve.append((read.index, callback))
         self.core.advance(ready)
+        self._serve_reads()
+
+    async def _hand_to_state_machine(self, entries: list[Entry]) -> None:
+        """The disk thread applies the entries while the loop goes on with the next Ready: a big
+        batch (or a restart's replay) must not hold back votes and acknowledgements. Jobs run and
+        settle in order (one thread); past MAX_APPLYING queued, the loop waits for the oldest."""
+        job = asyncio.get_running_loop().run_in_executor(self._disk, self._apply, entries)
+        job.add_done_callback(lambda done: self._applied(entries, done))
+        self._applying.append(job)
+        while self._applying and self._applying[0].done():
+            self._applying.popleft()
+        if len(self._applying) > MAX_APPLYING:
+            await self._applying.popleft()
+
+    def _applied(self, entries: list[Entry], job: asyncio.Future[list[Any]]) -> None:
+        if job.cancelled():
+            return
+        error = job.exception()
+        if error is not None:
+            log.critical("applying committed entries failed; stopping this node", exc_info=error)
+            os._exit(70)
+        self._settle(entries, job.result())
         self._serve_reads()
 
     async def _persist(self, ready: Ready) -> None:
@@ -500,13 +525,16 @@ class Replicator:
     # -- snapshots --------------------------------------------------------------------------
 
     def _maybe_snapshot(self) -> None:
+        """Snapshot at the last index handed to the state machine: the disk thread reaches it
+        (jobs run in order) before it forks, and the core's configuration is the one as of it."""
+        handed = self.core.log.applied
         held = self.log.snapshot().index
-        due = self.applied - held >= self.settings.compact_entries or (
-            self.log.size_bytes > self.settings.compact_bytes and self.applied > held
+        due = handed - held >= self.settings.compact_entries or (
+            self.log.size_bytes > self.settings.compact_bytes and handed > held
         )
         if due and not self._snapshotting:
             self._snapshotting = True
-            meta = SnapshotMeta(self.applied, self.log.term(self.applied), self.core.conf_state())
+            meta = SnapshotMeta(handed, self.log.term(handed), self.core.conf_state())
             asyncio.get_running_loop().create_task(self._take_snapshot(meta))
 
     async def _take_snapshot(self, meta: SnapshotMeta) -> None:
