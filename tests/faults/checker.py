@@ -28,6 +28,26 @@ OK_CODES = ("ok", "exists")
 Record = dict[str, Any]
 
 
+# -- node logs --------------------------------------------------------------------------------------
+
+# What Python, asyncio, threading, pysyncobj and our HTTP layer log for an exception nobody handled.
+UNHANDLED = (
+    "exception was never retrieved",
+    "Task was destroyed but it is pending",
+    "Exception in callback",
+    "Exception in thread",
+    "failed _onTick",
+    "unhandled error on",
+)
+
+
+def unhandled_errors(node: str, log: str) -> list[str]:
+    """The lines of a node's log that report an unhandled exception, each named by its node."""
+    return [
+        f"{node}: unhandled exception logged: {line}" for line in log.splitlines() if any(u in line for u in UNHANDLED)
+    ]
+
+
 # -- linearizability of the client history -----------------------------------------------------------
 
 

@@ -1,17 +1,23 @@
 """A node that knows there is no leader with a quorum says `503 unavailable` promptly, and means it.
 
 `unavailable` promises that nothing was applied: the ids it was given stay unjudged (404) once the
-cluster is whole again. The bounds here are generous (the answer used to take 10 s and say
-`outcome_unknown`); `python -m bench.no_quorum` measures the real times.
+cluster is whole again. `outcome_unknown` is kept for an entry that was proposed and whose fate is
+not known; its late outcome must not be logged as an unhandled exception. The bounds here are
+generous (the answer used to take 10 s and say `outcome_unknown`); `python -m bench.no_quorum`
+measures the real times.
 """
 
 from __future__ import annotations
 
-import httpx
+import signal
 
+import httpx
 from bench.no_quorum import Answer, wait_healthy, write_and_read
 
-from .conftest import ClusterFactory
+from walletnode.localcluster import LocalCluster
+
+from ..faults.checker import unhandled_errors
+from .conftest import ClusterFactory, wait_for
 
 PROMPT_S = 5.0
 
@@ -52,3 +58,25 @@ def test_survivor_of_two_sigkills_answers_unavailable_promptly(make_cluster: Clu
     cluster.wait_ready(timeout=60)
     for _, _, command_id in (first, again):
         assert_never_judged(cluster.urls[0], command_id)
+
+
+def assert_no_unhandled_errors(cluster: LocalCluster) -> None:
+    problems = [p for i in range(cluster.size) for p in unhandled_errors(f"node {i}", cluster.tail(i, 10**6))]
+    assert problems == []
+
+
+def test_outcome_unknown_when_followers_freeze_and_no_unhandled_exception_after(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster()
+    leader = wait_for(cluster.leader, what="a leader", diagnose=cluster.diagnose)
+    followers = [i for i in range(cluster.size) if i != leader]
+    for i in followers:  # frozen, not dead: their connections stay open, so the leader appends
+        cluster.send_signal(i, signal.SIGSTOP)
+    try:
+        write, _, command_id = write_and_read(cluster.urls[leader])
+    finally:
+        for i in followers:
+            cluster.send_signal(i, signal.SIGCONT)
+    assert (write.status, write.error) == (503, "outcome_unknown"), write
+    cluster.wait_ready(timeout=60)
+    wait_for(lambda: cluster.leader() is not None, what="a leader again")
+    assert_no_unhandled_errors(cluster)
