@@ -263,9 +263,9 @@ def read_node(url: str, accounts: Sequence[str], ids: Sequence[str]) -> NodeStat
         applied: dict[str, int] = {}
         for i in ids:
             r = get(f"/v1/transfers/{i}")
-            if r.status_code == 200:
+            if r.status_code == 200 and r.json()["result"] == "ok":
                 applied[i] = int(r.json()["index"])
-            elif r.status_code != 404:
+            elif r.status_code not in (200, 404):
                 raise AssertionError(f"{url}/v1/transfers/{i}: {r.status_code} {r.text}")
         history: dict[str, list[tuple[str, str]]] = {}
         for a in accounts:

@@ -117,6 +117,26 @@ def test_a_full_batch_gets_one_result_per_command(shared_cluster: LocalCluster) 
         assert client.balances(public_hex(receiver)) == {"USD": MAX_BATCH - 1}
 
 
+def test_every_judged_id_answers_with_its_final_result(shared_cluster: LocalCluster) -> None:
+    sender, receiver = SigningKey.generate(), SigningKey.generate()
+    with WalletClient(shared_cluster.urls) as client:
+        funded(client, [sender], 10)
+        ok, broke, forged = (client.signed_transfer(sender, public_hex(receiver), "USD", n) for n in (4, 100, 1))
+        forged = msgspec.structs.replace(forged, signature=ok.signature)
+        assert client.submit([ok, broke, forged]) == ["ok", "insufficient_funds", "invalid_signature"]
+        assert client.submit([broke]) == ["insufficient_funds"], "the first result is final for the id"
+    url = shared_cluster.urls[1]
+    for route in ("/v1/transfers", "/v1/mint", "/v1/currencies"):  # ids are unique across kinds
+        judged = httpx.get(f"{url}{route}/{ok.id}").json()
+        assert (judged["id"], judged["result"], judged["command"]["amount"]) == (ok.id, "ok", 4)
+        assert judged["index"] > 0
+    judged = httpx.get(f"{url}/v1/transfers/{broke.id}").json()
+    assert (judged["result"], judged["index"], judged["command"]["amount"]) == ("insufficient_funds", None, 100)
+    # A bad signature is not recorded against the id: anyone could otherwise burn another's id.
+    r = httpx.get(f"{url}/v1/transfers/{forged.id}")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
 def entries_applied(url: str) -> float:
     text = httpx.get(url + "/metrics").text
     return float(re.search(r"^walletnode_entries_applied_total (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]

@@ -19,6 +19,7 @@ import msgspec
 from aiohttp import web
 
 from .. import __version__
+from ..ledger.codes import Code
 from ..ledger.commands import Command
 from . import identity, openapi
 from .batcher import OutcomeUnknown, Unavailable
@@ -32,6 +33,7 @@ from .schemas import (
     CurrencyInfo,
     History,
     HistoryItem,
+    Judged,
     LeadershipTransfer,
     MemberChange,
     MemberStatus,
@@ -211,6 +213,8 @@ async def get_history(request: web.Request) -> web.Response:
 
 
 async def get_command(request: web.Request) -> web.Response:
+    """The final result of a command id: judged once, the same answer forever. Ids are unique across
+    kinds, so GET /v1/transfers/{id}, /v1/mint/{id} and /v1/currencies/{id} answer for any of them."""
     reject_unknown_query(request, {"consistency"})
     command_id = request.match_info["id"]
     if not ID.match(command_id):
@@ -218,9 +222,14 @@ async def get_command(request: web.Request) -> web.Response:
     await consistent(request)
     with request.app[NODE_KEY].machine.reading() as ledger:
         applied = ledger.applied(command_id)
-    if applied is None:
-        raise ApiError(404, "not_found", f"no command with id {command_id} was applied")
-    return reply(HistoryItem(applied.seq, applied.command))
+        rejected = None if applied is not None else ledger.rejected(command_id)
+    if applied is not None:
+        judged = Judged(command_id, Code.OK, applied.seq, applied.command)
+    elif rejected is not None:
+        judged = Judged(command_id, rejected.code, None, rejected.command)
+    else:
+        raise ApiError(404, "not_found", f"no command with id {command_id} was judged by the ledger")
+    return reply(judged)
 
 
 async def get_currencies(request: web.Request) -> web.Response:
@@ -388,6 +397,8 @@ def create_app(node: LedgerNode) -> web.Application:
             web.post("/v1/mint", post_mint),
             web.post("/v1/transfers", post_transfers),
             web.get("/v1/transfers/{id}", get_command),
+            web.get("/v1/mint/{id}", get_command),
+            web.get("/v1/currencies/{id}", get_command),
             web.get("/v1/accounts/{key}/balances", get_balances),
             web.get("/v1/accounts/{key}/transfers", get_history),
             web.get("/v1/events", events),

@@ -17,6 +17,7 @@ from .schemas import (
     Error,
     History,
     HistoryItem,
+    Judged,
     LeadershipTransfer,
     MemberChange,
     MintBatch,
@@ -80,6 +81,23 @@ def _get(summary: str, body: str, params: list[dict[str, Any]], errors: tuple[in
     }
 
 
+def _judged(kind: str) -> dict[str, Any]:
+    return _get(
+        f"The final result of a {kind} by id (any command's id is answered on any of the three routes)",
+        "Judged",
+        [
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            },
+            CONSISTENCY,
+        ],
+        (400, 404, 503),
+    )
+
+
 def _plain(summary: str, media: str) -> dict[str, Any]:
     return {
         "get": {"summary": summary, "responses": {"200": {"description": "ok", "content": {media: {"schema": {}}}}}}
@@ -97,6 +115,7 @@ def document() -> dict[str, Any]:
             Balances,
             History,
             HistoryItem,
+            Judged,
             Currencies,
             Status,
             Error,
@@ -125,20 +144,9 @@ def document() -> dict[str, Any]:
             },
             "/v1/mint": _batch("Mint money (minters only)", "MintBatch"),
             "/v1/transfers": _batch("Transfer money (signed by the sender)", "TransferBatch"),
-            "/v1/transfers/{id}": _get(
-                "A command by id",
-                "HistoryItem",
-                [
-                    {
-                        "name": "id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-                    },
-                    CONSISTENCY,
-                ],
-                (400, 404, 503),
-            ),
+            "/v1/transfers/{id}": _judged("transfer"),
+            "/v1/mint/{id}": _judged("mint"),
+            "/v1/currencies/{id}": _judged("currency creation"),
             "/v1/accounts/{key}/balances": _get(
                 "Balances of an account (0 for unknown accounts)",
                 "Balances",

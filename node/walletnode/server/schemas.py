@@ -59,6 +59,15 @@ class HistoryItem(msgspec.Struct):
     command: CreateCurrency | Mint | Transfer
 
 
+class Judged(msgspec.Struct):
+    """The final result of a command id: `ok` and the entry that applied it, or its first failure."""
+
+    id: Hex32
+    result: Code
+    index: int | None  # the applying entry's index, for `ok`; null for a failure
+    command: CreateCurrency | Mint | Transfer
+
+
 class History(msgspec.Struct):
     account: Key
     items: list[HistoryItem]
