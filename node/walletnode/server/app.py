@@ -81,6 +81,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         code = _HTTP_CODES.get(exc.status, "http_error")
         response = error(exc.status, code, exc.text if exc.text and not exc.text.startswith("<") else exc.reason)
+        if isinstance(exc, web.HTTPMethodNotAllowed):  # RFC 9110: a 405 lists the methods the resource has
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
     except Unavailable as exc:
         response = error(503, "unavailable", str(exc))
     except OutcomeUnknown as exc:
@@ -97,10 +99,24 @@ async def decode(request: web.Request, kind: type[Body]) -> Body:
     body = await request.read()
     try:
         return msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as exc:
-        raise ApiError(400, "invalid_request", str(exc)) from None
+    except msgspec.ValidationError:
+        # JSON has one number type: 3.0 and 3e0 are the integer 3 (as JSON Schema says), read that
+        # way once the fast path failed. Every number in a body is signed, as an integer, so a value
+        # a float cannot hold exactly fails its signature instead of being misread.
+        return convert(integral_floats_as_ints(msgspec.json.decode(body)), kind)
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed_json", str(exc)) from None
+
+
+def integral_floats_as_ints(value: Any) -> Any:
+    """`value` (decoded JSON) with every integral float (3.0, 1e3) turned into an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [integral_floats_as_ints(v) for v in value]
+    if isinstance(value, dict):
+        return {k: integral_floats_as_ints(v) for k, v in value.items()}
+    return value
 
 
 def convert(value: Any, kind: type[Body]) -> Body:

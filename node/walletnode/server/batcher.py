@@ -105,16 +105,16 @@ class GroupCommitter:
             self._flush_readers()
             self._watch()
             try:
-                await self._wait(future)
+                await self._wait(future, max(0.0, deadline - self._loop.time()))
                 return
             except (Unavailable, OutcomeUnknown):
                 if self._loop.time() > deadline:
                     raise Unavailable("no leader with a quorum to confirm the read") from None
                 await asyncio.sleep(0.05)
 
-    async def _wait(self, future: asyncio.Future[Any]) -> Any:
+    async def _wait(self, future: asyncio.Future[Any], timeout: float | None = None) -> Any:
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
+            return await asyncio.wait_for(asyncio.shield(future), self._timeout if timeout is None else timeout)
         except TimeoutError:
             # Nobody waits for it any more: cancelled, a late outcome is dropped instead of being
             # logged as "Future exception was never retrieved".
@@ -123,12 +123,12 @@ class GroupCommitter:
 
     # -- no leader with a quorum ---------------------------------------------------------------
 
-    def _quorum_lost(self) -> bool:
+    def quorum_lost(self) -> bool:
         """No leader with a quorum known for two election timeouts: give up on one for now."""
         return time.monotonic() - self._raft.quorum_known_at() >= 2 * self._raft.election_timeout_s
 
     def _check_quorum_known(self) -> None:
-        if self._quorum_lost():
+        if self.quorum_lost():
             raise Unavailable(f"no leader with a quorum known for {2 * self._raft.election_timeout_s:g} s")
 
     def _watch(self) -> None:
@@ -142,7 +142,7 @@ class GroupCommitter:
         if self._raft.leader_with_quorum_known:
             self._flush()
             self._flush_readers()
-        elif self._quorum_lost():
+        elif self.quorum_lost():
             waiting = [p.future for p in self._queue] + self._readers + self._reading
             self._queue, self._readers, self._reading = [], [], []
             self._barrier_inflight = False  # a late answer to the abandoned barrier releases nobody

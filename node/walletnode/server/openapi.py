@@ -21,6 +21,7 @@ from .schemas import (
     LeadershipTransfer,
     MemberChange,
     MintBatch,
+    RaftAddress,
     Status,
     TransferBatch,
 )
@@ -208,7 +209,14 @@ def document() -> dict[str, Any]:
                 "delete": {
                     "summary": "Remove a Raft member (operator; needs the cluster secret)",
                     "security": admin,
-                    "parameters": [{"name": "address", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "parameters": [
+                        {
+                            "name": "address",
+                            "in": "path",
+                            "required": True,
+                            "schema": msgspec.json.schema(RaftAddress),
+                        }
+                    ],
                     "responses": {"200": {"description": "removed"}, **_errors(400, 401, 409)},
                 }
             },

@@ -119,7 +119,9 @@ class LedgerNode:
     # -- membership (used by the operator through the admin API) ---------------------------
 
     async def change_membership(self, action: str, address: str | None) -> Outcome:
-        assert self.raft is not None
+        assert self.raft is not None and self.committer is not None
+        if self.committer.quorum_lost():
+            return Outcome.NO_LEADER  # as for writes: say so at once rather than after the timeout
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
 

@@ -118,9 +118,12 @@ class Error(msgspec.Struct):
     message: str
 
 
+RaftAddress = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$", description="host:raft port")]
+
+
 class MemberChange(_Body):
-    address: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")]
+    address: RaftAddress
 
 
 class LeadershipTransfer(_Body):
-    address: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")] | None = None
+    address: RaftAddress | None = None
