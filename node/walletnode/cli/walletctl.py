@@ -401,7 +401,13 @@ def history(ctx: Context, account: str, after: int, limit: int) -> None:
 @click.pass_obj
 def show(ctx: Context, command_id: str) -> None:
     """The final result of the command COMMAND_ID (printed by mint, send and currency create): ok and
-    the entry that applied it, or the failure it was first given. Unknown ids are an error (exit 3)."""
+    the entry that applied it, or the failure it was first given. Unknown ids are an error (exit 3).
+    COMMAND_ID `-` reads the id from the JSON of such a command on stdin (`-o json send … | show -`)."""
+    if command_id == "-":
+        try:
+            command_id = str(json.load(sys.stdin)["id"])
+        except (ValueError, KeyError, TypeError):
+            fail_usage("stdin holds no JSON object with an id (pipe in `walletctl -o json send …`)")
     data = run(lambda: ctx.client.command(command_id.lower()))
     scales = run(ctx.client.currencies)
 
