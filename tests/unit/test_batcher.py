@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -111,5 +112,24 @@ def test_a_request_held_without_a_leader_goes_once_one_is_known() -> None:
         await asyncio.sleep(0.05)
         raft.commit(0)
         assert await held == ["ok"]
+
+    asyncio.run(scenario())
+
+
+def test_a_request_whose_client_went_away_leaves_no_unretrieved_exception() -> None:
+    async def scenario() -> None:
+        reported: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+        raft = HeldRaft()
+        committer = GroupCommitter(raft, timeout_s=5)  # type: ignore[arg-type]
+        raft.leader_with_quorum_known = False  # requests are held
+        for waiter in (committer.submit([transfer(1)]), committer.read_barrier()):
+            task = asyncio.ensure_future(waiter)
+            await asyncio.sleep(0.01)
+            task.cancel()  # the HTTP client disconnected: aiohttp cancels the handler
+        raft.lose_quorum()
+        await asyncio.sleep(0.3)  # the committer gives up on what it held
+        gc.collect()
+        assert reported == [] and raft.proposals == []
 
     asyncio.run(scenario())

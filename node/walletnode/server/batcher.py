@@ -116,10 +116,12 @@ class GroupCommitter:
         try:
             return await asyncio.wait_for(asyncio.shield(future), self._timeout if timeout is None else timeout)
         except TimeoutError:
-            # Nobody waits for it any more: cancelled, a late outcome is dropped instead of being
-            # logged as "Future exception was never retrieved".
-            future.cancel()
             raise OutcomeUnknown("timed out waiting for the cluster") from None
+        finally:
+            # On a timeout, or when the client went away (aiohttp cancels the handler), nobody waits
+            # for it any more: cancelled, a late outcome is dropped instead of being logged as
+            # "Future exception was never retrieved" (shield forgets it once its waiter is cancelled).
+            future.cancel()
 
     # -- no leader with a quorum ---------------------------------------------------------------
 
@@ -161,8 +163,12 @@ class GroupCommitter:
             count = 0
             while self._queue and (not batch or count + len(self._queue[0].commands) <= self._max_commands):
                 item = self._queue.pop(0)
+                if item.future.done():
+                    continue  # its client went away before it was proposed: nothing to do
                 batch.append(item)
                 count += len(item.commands)
+            if not batch:
+                continue
             commands = tuple(c for item in batch for c in item.commands)
             slot = _Slot()
             for item in batch:
