@@ -163,7 +163,12 @@ def take(
     url = f"http://{leader.ip}:{HTTP_PORT}"
     try:
         if action.kind == "add_member":
-            r = httpx.post(f"{url}/v1/members", json={"address": action.target}, headers=headers, timeout=15)
+            r = httpx.post(
+                f"{url}/v1/members",
+                json={"address": action.target, "member": action.member},
+                headers=headers,
+                timeout=15,
+            )
         elif action.kind == "remove_member":
             r = httpx.delete(f"{url}/v1/members/{action.target}", headers=headers, timeout=15)
         else:

@@ -48,6 +48,7 @@ class Action:
     kind: str  # add_member | remove_member | transfer_leadership | delete_pod
     target: str  # raft address or pod name
     reason: str
+    member: int | None = None  # add_member: the member's id (its pod ordinal)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def decide(spec: Spec, seen: Observed, address_of: dict[int, str]) -> Plan:
         joining = by_ordinal.get(members)
         action = None
         if joining is not None and joining.running and healthy:
-            action = Action("add_member", address_of[members], f"scaling up to {spec.replicas}")
+            action = Action("add_member", address_of[members], f"scaling up to {spec.replicas}", member=members)
         return Plan(
             max(seen.statefulset_pods, members + 1),
             members,

@@ -89,6 +89,10 @@ class FaultCluster:
     def diagnose(self) -> str:
         raise NotImplementedError
 
+    def node_log(self, i: int) -> str:
+        """Everything node i has logged in this run (across restarts)."""
+        raise NotImplementedError
+
     # disk: every data dir is a tmpfs mounted on the host at self.data_dirs[i]
     data_dirs: list[str]
 
@@ -286,16 +290,19 @@ class NamespaceCluster(FaultCluster):
         while sh("iptables", "-D", *self._forward_rule, check=False).returncode == 0:
             pass
 
+    def node_log(self, i: int) -> str:
+        try:
+            with open(self.log_path(i), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
     def diagnose(self) -> str:
         parts = []
         for i in range(self.size):
             p = self.processes.get(i)
             state = "never started" if p is None else f"pid {p.pid}, exit code {p.poll()}"
-            try:
-                with open(self.log_path(i), errors="replace") as f:
-                    tail = "".join(f.readlines()[-10:])
-            except FileNotFoundError:
-                tail = ""
+            tail = "".join(self.node_log(i).splitlines(keepends=True)[-10:])
             parts.append(f"--- node {i} ({state}) status={self.status(i)}\n{tail}")
         return "\n".join(parts)
 
@@ -423,6 +430,10 @@ class DockerCluster(FaultCluster):
         self.docker("network", "rm", self.network, check=False)
         for path in self.data_dirs:
             self.unmount(path)
+
+    def node_log(self, i: int) -> str:
+        done = self.docker("logs", self.names[i], check=False)
+        return done.stdout + done.stderr
 
     def diagnose(self) -> str:
         parts = []

@@ -119,6 +119,9 @@ def run_schedule(index: int, kind: str, seed: int, steps: list[Step], out_dir: s
                 workload.stop()
         if nemesis is not None and not outcome.events:
             outcome.events = nemesis.to_json()
+        with contextlib.suppress(Exception):  # after a harness error a node may have no log to read
+            for i in range(cluster.size):
+                outcome.report.problems += checker.unhandled_errors(f"node {i}", cluster.node_log(i))
         cluster.cleanup()
         outcome.seconds = time.monotonic() - started
     history = workload.history if workload is not None else []

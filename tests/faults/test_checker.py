@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from .checker import NodeState, check_final, check_linearizable
+from .checker import NodeState, check_final, check_linearizable, unhandled_errors
 from .linearizability import INF, RegOp, SearchBudgetExceeded, check
 
 
@@ -169,3 +169,19 @@ def test_history_checker_splits_accounts_and_catches_a_stale_read() -> None:
     assert check_linearizable(good, MINTED) == (True, [])
     ok, problems = check_linearizable(HISTORY + [balances_read(B, 5, 6, 100)], MINTED)
     assert not ok and problems[0].startswith("bbbbbbbbbbbb USD")
+
+
+# -- node logs ---------------------------------------------------------------------------------------
+
+
+def test_unhandled_exceptions_in_a_node_log_are_problems() -> None:
+    log = (
+        "2026-11-29 19:46:50,962 INFO walletnode.consensus.raft: raft term 2: follower, no leader known\n"
+        "2026-11-29 19:46:50,963 ERROR asyncio: Future exception was never retrieved\n"
+        "future: <Future finished exception=OutcomeUnknown('leadership changed')>\n"
+        "2026-11-29 19:46:51,100 ERROR walletnode.server.app: unhandled error on GET /v1/status\n"
+    )
+    problems = unhandled_errors("node 1", log)
+    assert len(problems) == 2
+    assert problems[0].startswith("node 1: ") and "Future exception was never retrieved" in problems[0]
+    assert unhandled_errors("node 0", "INFO walletnode: serving\nWARNING could not configure minters yet\n") == []

@@ -22,7 +22,7 @@ from walletnode.ledger.signing import public_hex
 from walletnode.localcluster import LocalCluster
 from walletnode.server.identity import attestation_bytes
 
-from .conftest import funded
+from .conftest import ClusterFactory, funded
 
 KEY = "ab" * 32
 GOOD = {"id": "00" * 16, "from": KEY, "to": "cd" * 32, "currency": "USD", "amount": 1, "signature": "ef" * 64}
@@ -94,6 +94,14 @@ def test_bad_signature_is_a_result_not_an_error(http: httpx.Client) -> None:
     assert r.json() == {"results": [{"id": GOOD["id"], "result": "invalid_signature"}]}
 
 
+def test_integral_numbers_are_integers_and_405_lists_the_methods(http: httpx.Client) -> None:
+    for amount in (1.0, 1e0):  # JSON (and JSON Schema) say these are the integer 1
+        r = http.post("/v1/transfers", json={"commands": [{**GOOD, "amount": amount}]})
+        assert r.status_code == 200 and r.json()["results"][0]["result"] == "invalid_signature"
+    r = http.request("PUT", "/v1/transfers")
+    assert r.status_code == 405 and r.headers["Allow"] == "POST" and r.json()["error"] == "method_not_allowed"
+
+
 def test_oversize_body_and_batch_are_refused(http: httpx.Client) -> None:
     huge = b'{"commands": [' + b"1," * (5 << 20) + b"1]}"
     r = http.post("/v1/transfers", content=huge)
@@ -115,6 +123,26 @@ def test_a_full_batch_gets_one_result_per_command(shared_cluster: LocalCluster) 
         assert results.count("ok") == MAX_BATCH - 1
         assert client.submit(batch[:3]) == ["exists"] * 3, "a replayed batch changes nothing"
         assert client.balances(public_hex(receiver)) == {"USD": MAX_BATCH - 1}
+
+
+def test_every_judged_id_answers_with_its_final_result(shared_cluster: LocalCluster) -> None:
+    sender, receiver = SigningKey.generate(), SigningKey.generate()
+    with WalletClient(shared_cluster.urls) as client:
+        funded(client, [sender], 10)
+        ok, broke, forged = (client.signed_transfer(sender, public_hex(receiver), "USD", n) for n in (4, 100, 1))
+        forged = msgspec.structs.replace(forged, signature=ok.signature)
+        assert client.submit([ok, broke, forged]) == ["ok", "insufficient_funds", "invalid_signature"]
+        assert client.submit([broke]) == ["insufficient_funds"], "the first result is final for the id"
+    url = shared_cluster.urls[1]
+    for route in ("/v1/transfers", "/v1/mint", "/v1/currencies"):  # ids are unique across kinds
+        judged = httpx.get(f"{url}{route}/{ok.id}").json()
+        assert (judged["id"], judged["result"], judged["command"]["amount"]) == (ok.id, "ok", 4)
+        assert judged["index"] > 0
+    judged = httpx.get(f"{url}/v1/transfers/{broke.id}").json()
+    assert (judged["result"], judged["index"], judged["command"]["amount"]) == ("insufficient_funds", None, 100)
+    # A bad signature is not recorded against the id: anyone could otherwise burn another's id.
+    r = httpx.get(f"{url}/v1/transfers/{forged.id}")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
 
 
 def entries_applied(url: str) -> float:
@@ -206,31 +234,26 @@ def test_service_endpoints(http: httpx.Client) -> None:
     assert "/v1/accounts/{key}/balances" in http.get("/docs").text
 
 
-def test_schemathesis_finds_no_server_error_or_schema_violation(shared_cluster: LocalCluster) -> None:
-    """Property-based fuzzing of every operation in /openapi.json against a live node."""
+def schemathesis(url: str, *args: str) -> None:
+    """`st run` with every check and every phase against a live node; any finding fails the test."""
     st = os.path.join(os.path.dirname(sys.executable), "st")
-    done = subprocess.run(
-        [
-            st,
-            "run",
-            shared_cluster.urls[2] + "/openapi.json",
-            "--max-examples",
-            "8",
-            "--seed",
-            "7",
-            "--phases",
-            "coverage,fuzzing",
-            "--checks",
-            "all",
-            "--exclude-checks",
-            "positive_data_acceptance,missing_required_header,unsupported_method,ignored_auth",
-            "--generation-database",
-            "none",
-            "--request-timeout",
-            "30",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-6000:]
+    command = [st, "run", url + "/openapi.json", "--checks", "all", "--max-examples", "15", "--seed", "7"]
+    # A request may wait 10 s for the cluster (docs/api.md, "How long a request waits"), and a little more.
+    command += ["--max-response-time", "12", "--request-timeout", "30"]
+    command += ["--generation-database", "none", "--continue-on-failure", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-8000:]
+
+
+def test_schemathesis_with_every_check_finds_nothing(make_cluster: ClusterFactory) -> None:
+    """Coverage, fuzzing and stateful phases, every check, on a cluster of its own (the admin routes
+    change its membership). One operation is left out: GET /v1/events, an endless Server-Sent Events
+    stream that schemathesis would read until its timeout (test_event_stream_* cover it).
+    The admin routes get the cluster secret, so they are reached, in a second run after the first:
+    the members it adds (addresses that answer nothing) may cost the cluster its quorum."""
+    cluster = make_cluster()
+    url = cluster.urls[0]
+    schemathesis(url, "--exclude-path", "/v1/events", "--exclude-path-regex", "^/v1/(members|leadership)")
+    with open(cluster.secret_file) as f:
+        secret = f.read().strip()
+    schemathesis(url, "--include-path-regex", "^/v1/(members|leadership)", "-H", f"Authorization: Bearer {secret}")

@@ -56,11 +56,22 @@ def test_rejections_have_their_own_exit_code(cluster: LocalCluster, tmp_path: os
     Keystore(home).create("minter", "", seed=bytes(MINTER))
     Keystore(home).create("mallory", "", seed=bytes(SigningKey.generate()))
     env = {**os.environ, "WALLET_URL": ",".join(cluster.urls), "WALLET_HOME": home, "WALLET_PASSWORD": ""}
-    assert walletctl(env, "currency", "create", "USD", "--scale", "2").returncode == 0
+    created = walletctl(env, "-o", "json", "currency", "create", "USD", "--scale", "2")
+    assert created.returncode == 0
     refused = walletctl(env, "currency", "create", "EUR", "--scale", "2", "--as", "mallory")
     assert refused.returncode == 3 and "not_a_minter" in refused.stdout
-    broke = walletctl(env, "send", "minter", "1.00", "USD", "--as", "mallory")
-    assert broke.returncode == 3 and "insufficient_funds" in broke.stdout
+    broke = walletctl(env, "-o", "json", "send", "minter", "1.00", "USD", "--as", "mallory")
+    assert broke.returncode == 3 and json.loads(broke.stdout)["result"] == "insufficient_funds"
+
+    # Each id keeps its final result, success or failure, and `show` reads it back.
+    shown = json.loads(walletctl(env, "-o", "json", "show", json.loads(broke.stdout)["id"]).stdout)
+    assert (shown["result"], shown["index"], shown["command"]["kind"]) == ("insufficient_funds", None, "transfer")
+    shown = json.loads(walletctl(env, "-o", "json", "show", json.loads(created.stdout)["id"]).stdout)
+    assert (shown["result"], shown["command"]["code"]) == ("ok", "USD") and shown["index"] > 0
+    table = walletctl(env, "show", json.loads(broke.stdout)["id"])
+    assert table.returncode == 0 and "insufficient_funds" in table.stdout and "mallory" in table.stdout
+    unknown = walletctl(env, "show", "ab" * 16)
+    assert unknown.returncode == 3 and "not_found" in unknown.stderr
     usage = walletctl(env, "send", "minter", "1.001", "USD", "--as", "mallory")
     assert usage.returncode == 2 and "decimal places" in usage.stderr
     env["WALLET_URL"] = "http://127.0.0.1:9"

@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
 from typing import Any
 
 import pytest
 
 from walletnode.consensus.replicator import Outcome
 from walletnode.ledger.commands import Transfer, decode_entry
-from walletnode.server.batcher import GroupCommitter, OutcomeUnknown
+from walletnode.server.batcher import GroupCommitter, OutcomeUnknown, Unavailable
 
 
 class HeldRaft:
-    """Records proposals and calls back only when the test says so (like a partitioned leader)."""
+    """Records proposals and calls back only when the test says so (like a partitioned leader).
+    A leader with a quorum is known until the test calls `lose_quorum`."""
+
+    election_timeout_s = 0.05
 
     def __init__(self) -> None:
         self.proposals: list[tuple[bytes, Any]] = []
+        self.leader_with_quorum_known = True
+        self._lost_at: float | None = None
+
+    def quorum_known_at(self) -> float:
+        return time.monotonic() if self._lost_at is None else self._lost_at
+
+    def lose_quorum(self) -> None:
+        self.leader_with_quorum_known = False
+        self._lost_at = time.monotonic()
 
     def propose(self, entry: bytes, callback: Any) -> None:
         self.proposals.append((entry, callback))
@@ -61,5 +75,61 @@ def test_entries_that_never_answer_do_not_block_later_requests() -> None:
         assert len(raft.proposals) == 5, "timed-out entries must free their in-flight slots"
         raft.commit(4)
         assert await later == ["ok"]
+
+    asyncio.run(scenario())
+
+
+def test_without_a_leader_nothing_is_proposed_and_requests_end_unavailable_soon() -> None:
+    async def scenario() -> None:
+        raft = HeldRaft()
+        committer = GroupCommitter(raft, timeout_s=5)  # type: ignore[arg-type]
+        raft.lose_quorum()
+        started = time.monotonic()
+        held = asyncio.ensure_future(committer.submit([transfer(1)]))
+        reading = asyncio.ensure_future(committer.read_barrier())
+        for waiting in (held, reading):
+            with pytest.raises(Unavailable):
+                await waiting
+        assert time.monotonic() - started < 1.0, "two election timeouts, not the 5 s timeout"
+        assert raft.proposals == [], "held, never proposed: nothing can have been applied"
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            await committer.submit([transfer(2)])
+        assert time.monotonic() - started < 0.01, "once the quorum is known lost, at once"
+
+    asyncio.run(scenario())
+
+
+def test_a_request_held_without_a_leader_goes_once_one_is_known() -> None:
+    async def scenario() -> None:
+        raft = HeldRaft()
+        committer = GroupCommitter(raft)  # type: ignore[arg-type]
+        raft.leader_with_quorum_known = False  # no leader for a moment, as in an election
+        held = asyncio.ensure_future(committer.submit([transfer(1)]))
+        await asyncio.sleep(0.03)
+        assert raft.proposals == []
+        raft.leader_with_quorum_known = True
+        await asyncio.sleep(0.05)
+        raft.commit(0)
+        assert await held == ["ok"]
+
+    asyncio.run(scenario())
+
+
+def test_a_request_whose_client_went_away_leaves_no_unretrieved_exception() -> None:
+    async def scenario() -> None:
+        reported: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+        raft = HeldRaft()
+        committer = GroupCommitter(raft, timeout_s=5)  # type: ignore[arg-type]
+        raft.leader_with_quorum_known = False  # requests are held
+        for waiter in (committer.submit([transfer(1)]), committer.read_barrier()):
+            task = asyncio.ensure_future(waiter)
+            await asyncio.sleep(0.01)
+            task.cancel()  # the HTTP client disconnected: aiohttp cancels the handler
+        raft.lose_quorum()
+        await asyncio.sleep(0.3)  # the committer gives up on what it held
+        gc.collect()
+        assert reported == [] and raft.proposals == []
 
     asyncio.run(scenario())

@@ -225,7 +225,7 @@ async def _serve(
 async def _join(config: NodeConfig, secret: str, urls: tuple[str, ...]) -> None:
     """Ask members to add us until one (the leader, or one forwarding to it) says yes."""
     log = logging.getLogger("walletnode.join")
-    body = {"address": config.self_member.raft_address, "id": config.id}
+    body = {"address": config.self_member.raft_address, "member": config.id}
     async with httpx.AsyncClient(timeout=15) as client:
         while True:
             for url in urls:

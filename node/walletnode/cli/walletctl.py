@@ -30,6 +30,7 @@ from ..client import (
     ClusterUnavailable,
     Rejected,
     WalletClient,
+    new_id,
     to_display,
     to_minor,
 )
@@ -123,9 +124,13 @@ def run(action: Callable[[], Any]) -> Any:
         raise click.UsageError(str(exc)) from None
 
 
-def report(ctx: Context, what: str, result: str, extra: dict[str, Any]) -> None:
+def report(ctx: Context, what: str, command_id: str, result: str, extra: dict[str, Any]) -> None:
+    """A submitted command's result, with its id (`walletctl show ID` reads the result back later)."""
     ok = result in ("ok", "exists")
-    ctx.emit({"result": result, **extra}, lambda: f"{what}: [{'green' if ok else 'red'}]{result}[/]")
+    ctx.emit(
+        {"id": command_id, "result": result, **extra},
+        lambda: f"{what}: [{'green' if ok else 'red'}]{result}[/] (id {command_id})",
+    )
     if not ok:
         sys.exit(EXIT_REJECTED)
 
@@ -238,8 +243,9 @@ def currency() -> None:
 def currency_create(ctx: Context, code: str, scale: int, signer: str) -> None:
     """Create currency CODE (minters only)."""
     key = run(lambda: ctx.signer(signer))
-    result = run(lambda: ctx.client.create_currency(key, code, scale))
-    report(ctx, f"create {code}", result, {"code": code, "scale": scale})
+    command_id = new_id()
+    result = run(lambda: ctx.client.create_currency(key, code, scale, command_id))
+    report(ctx, f"create {code}", command_id, result, {"code": code, "scale": scale})
 
 
 @currency.command("list")
@@ -279,10 +285,10 @@ def mint(ctx: Context, to: str, amount: str, code: str, signer: str) -> None:
     account = ctx.account(to)
     minor = _amount(ctx, amount, code)
     key = run(lambda: ctx.signer(signer))
-    result = run(lambda: ctx.client.mint(key, account, code, minor))
-    report(
-        ctx, f"mint {amount} {code} to {ctx.label(account)}", result, {"to": account, "amount": minor, "currency": code}
-    )
+    command_id = new_id()
+    result = run(lambda: ctx.client.mint(key, account, code, minor, command_id))
+    what = f"mint {amount} {code} to {ctx.label(account)}"
+    report(ctx, what, command_id, result, {"to": account, "amount": minor, "currency": code})
 
 
 @main.command()
@@ -296,10 +302,10 @@ def transfer(ctx: Context, to: str, amount: str, code: str, signer: str) -> None
     account = ctx.account(to)
     minor = _amount(ctx, amount, code)
     key = run(lambda: ctx.signer(signer))
-    result = run(lambda: ctx.client.transfer(key, account, code, minor))
-    report(
-        ctx, f"send {amount} {code} to {ctx.label(account)}", result, {"to": account, "amount": minor, "currency": code}
-    )
+    command_id = new_id()
+    result = run(lambda: ctx.client.transfer(key, account, code, minor, command_id))
+    what = f"send {amount} {code} to {ctx.label(account)}"
+    report(ctx, what, command_id, result, {"to": account, "amount": minor, "currency": code})
 
 
 main.add_command(transfer, "send")
@@ -385,6 +391,39 @@ def history(ctx: Context, account: str, after: int, limit: int) -> None:
             )
         if data["next"] is not None:
             t.caption = f"more: --after {data['next']}"
+        return t
+
+    ctx.emit(data, table)
+
+
+@main.command()
+@click.argument("command_id")
+@click.pass_obj
+def show(ctx: Context, command_id: str) -> None:
+    """The final result of the command COMMAND_ID (printed by mint, send and currency create): ok and
+    the entry that applied it, or the failure it was first given. Unknown ids are an error (exit 3).
+    COMMAND_ID `-` reads the id from the JSON of such a command on stdin (`-o json send … | show -`)."""
+    if command_id == "-":
+        try:
+            command_id = str(json.load(sys.stdin)["id"])
+        except (ValueError, KeyError, TypeError):
+            fail_usage("stdin holds no JSON object with an id (pipe in `walletctl -o json send …`)")
+    data = run(lambda: ctx.client.command(command_id.lower()))
+    scales = run(ctx.client.currencies)
+
+    def table() -> Table:
+        c = data["command"]
+        ok = data["result"] == "ok"
+        t = Table("field", "value", title=f"{c['kind']} {data['id']}")
+        t.add_row("result", f"[{'green' if ok else 'red'}]{data['result']}[/]")
+        t.add_row("index", "-" if data["index"] is None else str(data["index"]))
+        for field in ("minter", "from", "to"):
+            if field in c:
+                t.add_row(field, f"{ctx.label(c[field])} ({c[field]})")
+        if "amount" in c:
+            t.add_row("amount", f"{to_display(c['amount'], scales.get(c['currency'], 0))} {c['currency']}")
+        if "code" in c:
+            t.add_row("currency", f"{c['code']} (scale {c['scale']})")
         return t
 
     ctx.emit(data, table)

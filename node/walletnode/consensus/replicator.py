@@ -23,6 +23,7 @@ import os
 import random
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -129,6 +130,8 @@ class Replicator:
         self.snapshot_path = os.path.join(data_dir, "ledger.snapshot")
         self.incoming_path = os.path.join(data_dir, "incoming.snapshot")
         self.tick_s = settings.heartbeat_s / TICKS_PER_HEARTBEAT
+        self.election_timeout_s = 2 * settings.election_min_s  # the longest a follower waits
+        self._quorum_known_at = time.monotonic()
         self.transport = PeerTransport(
             node_id,
             cluster,
@@ -360,6 +363,7 @@ class Replicator:
             await asyncio.sleep(self.tick_s)
             self.core.tick()
             self._kick()
+            _ = self.leader_with_quorum_known  # keeps quorum_known_at current
 
     def _kick(self) -> None:
         self._wake.set()
@@ -634,6 +638,26 @@ class Replicator:
     @property
     def is_leader(self) -> bool:
         return self.core.role == Role.LEADER
+
+    @property
+    def leader_with_quorum_known(self) -> bool:
+        """Leading with a connected majority, or following a leader we are connected to. (A
+        leader that cannot hear a majority for an election timeout also steps down.)"""
+        core = self.core
+        if core.role == Role.LEADER:
+            voters = core.conf.voters
+            reachable = sum(1 for v in voters if v == self.id or self.transport.connected(v))
+            known = reachable >= len(voters) // 2 + 1
+        else:
+            known = core.leader != NONE and self.transport.connected(core.leader)
+        if known:
+            self._quorum_known_at = time.monotonic()
+        return known
+
+    def quorum_known_at(self) -> float:
+        """When (monotonic clock) this node last knew a leader with a quorum, checked every tick."""
+        _ = self.leader_with_quorum_known
+        return self._quorum_known_at
 
     def status(self) -> dict[str, Any]:
         core = self.core

@@ -204,6 +204,10 @@ class PeerTransport:
             self._refuse(where, f"undecodable frame: {exc}")
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # The node is shutting down. Python 3.11's stream server logs a cancelled handler as
+            # "Exception in callback"; a handler that ends quietly is not.
+            pass
         finally:
             writer.close()
 

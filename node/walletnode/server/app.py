@@ -19,6 +19,7 @@ import msgspec
 from aiohttp import web
 
 from .. import __version__
+from ..ledger.codes import Code
 from ..ledger.commands import Command
 from . import identity, openapi
 from .batcher import OutcomeUnknown, Unavailable
@@ -32,7 +33,9 @@ from .schemas import (
     CurrencyInfo,
     History,
     HistoryItem,
+    Judged,
     LeadershipTransfer,
+    MemberAddress,
     MemberChange,
     MemberStatus,
     MintBatch,
@@ -79,6 +82,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         code = _HTTP_CODES.get(exc.status, "http_error")
         response = error(exc.status, code, exc.text if exc.text and not exc.text.startswith("<") else exc.reason)
+        if isinstance(exc, web.HTTPMethodNotAllowed):  # RFC 9110: a 405 lists the methods the resource has
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
     except Unavailable as exc:
         response = error(503, "unavailable", str(exc))
     except OutcomeUnknown as exc:
@@ -95,10 +100,28 @@ async def decode(request: web.Request, kind: type[Body]) -> Body:
     body = await request.read()
     try:
         return msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as exc:
-        raise ApiError(400, "invalid_request", str(exc)) from None
+    except msgspec.ValidationError:
+        # JSON has one number type: 3.0 and 3e0 are the integer 3 (as JSON Schema says), read that
+        # way once the fast path failed. Every number in a body is signed, as an integer, so a value
+        # a float cannot hold exactly fails its signature instead of being misread.
+        try:
+            loose = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:  # it failed validation before its malformed end was reached
+            raise ApiError(400, "malformed_json", str(exc)) from None
+        return convert(integral_floats_as_ints(loose), kind)
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed_json", str(exc)) from None
+
+
+def integral_floats_as_ints(value: Any) -> Any:
+    """`value` (decoded JSON) with every integral float (3.0, 1e3) turned into an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [integral_floats_as_ints(v) for v in value]
+    if isinstance(value, dict):
+        return {k: integral_floats_as_ints(v) for k, v in value.items()}
+    return value
 
 
 def convert(value: Any, kind: type[Body]) -> Body:
@@ -211,6 +234,8 @@ async def get_history(request: web.Request) -> web.Response:
 
 
 async def get_command(request: web.Request) -> web.Response:
+    """The final result of a command id: judged once, the same answer forever. Ids are unique across
+    kinds, so GET /v1/transfers/{id}, /v1/mint/{id} and /v1/currencies/{id} answer for any of them."""
     reject_unknown_query(request, {"consistency"})
     command_id = request.match_info["id"]
     if not ID.match(command_id):
@@ -218,9 +243,14 @@ async def get_command(request: web.Request) -> web.Response:
     await consistent(request)
     with request.app[NODE_KEY].machine.reading() as ledger:
         applied = ledger.applied(command_id)
-    if applied is None:
-        raise ApiError(404, "not_found", f"no command with id {command_id} was applied")
-    return reply(HistoryItem(applied.seq, applied.command))
+        rejected = None if applied is not None else ledger.rejected(command_id)
+    if applied is not None:
+        judged = Judged(command_id, Code.OK, applied.seq, applied.command)
+    elif rejected is not None:
+        judged = Judged(command_id, rejected.code, None, rejected.command)
+    else:
+        raise ApiError(404, "not_found", f"no command with id {command_id} was judged by the ledger")
+    return reply(judged)
 
 
 async def get_currencies(request: web.Request) -> web.Response:
@@ -348,10 +378,7 @@ def require_secret(request: web.Request) -> None:
 async def _membership(
     request: web.Request, action: str, address: str | None, member: int | None = None
 ) -> web.Response:
-    try:
-        outcome = await request.app[NODE_KEY].change_membership(action, address, member)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_request", str(exc)) from None
+    outcome = await request.app[NODE_KEY].change_membership(action, address, member)
     if outcome != "applied":
         raise ApiError(409, outcome, f"{action} was not applied ({outcome}); retry against the leader")
     return reply({"result": "ok"})
@@ -360,12 +387,12 @@ async def _membership(
 async def post_member(request: web.Request) -> web.Response:
     require_secret(request)
     change = await decode(request, MemberChange)
-    return await _membership(request, "add", change.address, change.id)
+    return await _membership(request, "add", change.address, change.member)
 
 
 async def delete_member(request: web.Request) -> web.Response:
     require_secret(request)
-    change = convert({"address": request.match_info["address"]}, MemberChange)
+    change = convert({"address": request.match_info["address"]}, MemberAddress)
     return await _membership(request, "remove", change.address)
 
 
@@ -393,6 +420,8 @@ def create_app(node: LedgerNode) -> web.Application:
             web.post("/v1/mint", post_mint),
             web.post("/v1/transfers", post_transfers),
             web.get("/v1/transfers/{id}", get_command),
+            web.get("/v1/mint/{id}", get_command),
+            web.get("/v1/currencies/{id}", get_command),
             web.get("/v1/accounts/{key}/balances", get_balances),
             web.get("/v1/accounts/{key}/transfers", get_history),
             web.get("/v1/events", events),

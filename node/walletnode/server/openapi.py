@@ -17,9 +17,11 @@ from .schemas import (
     Error,
     History,
     HistoryItem,
+    Judged,
     LeadershipTransfer,
     MemberChange,
     MintBatch,
+    RaftAddress,
     Status,
     TransferBatch,
 )
@@ -45,16 +47,47 @@ def _json(name: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": REF.format(name=name)}}}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    text = {
-        400: "invalid input",
-        401: "missing or wrong cluster secret",
-        404: "not found",
-        409: "not applied",
-        413: "body too large",
-        503: "cluster unavailable or outcome unknown",
-    }
-    return {str(s): {"description": text[s], "content": _json("Error")} for s in statuses}
+# Every error code the API answers with: (code, HTTP status, when). docs/api.md's reference lists
+# them from here, and each operation's error responses name those of their statuses.
+ERROR_CODES: list[tuple[str, int, str]] = [
+    ("malformed_json", 400, "the body is not JSON"),
+    ("invalid_request", 400, "a body of the wrong shape: types, patterns, unknown fields, batch size"),
+    ("invalid_query", 400, "an unknown query parameter, or a value out of its range"),
+    ("invalid_account", 400, "the {key} in the path is not 64 lowercase hex characters"),
+    ("invalid_id", 400, "the {id} in the path is not 32 lowercase hex characters"),
+    ("invalid_event_id", 400, "Last-Event-ID or ?after= is not a non-negative integer"),
+    ("unauthorized", 401, "an admin route without 'Authorization: Bearer <cluster secret>'"),
+    ("not_found", 404, "no such route, or an id the ledger never judged"),
+    ("method_not_allowed", 405, "a method the route does not have (the Allow header lists those it has)"),
+    ("no_leader", 409, "a membership change or leadership transfer that no leader took: nothing changed"),
+    ("unknown", 409, "a membership change or leadership transfer whose outcome was not known within 10 s"),
+    ("body_too_large", 413, "a body over 8 MiB"),
+    ("internal", 500, "a bug: the node logged it"),
+    ("unavailable", 503, "no leader with a quorum known: nothing was applied, retry anywhere"),
+    ("outcome_unknown", 503, "the entry was proposed and its fate is not known: send the same commands again"),
+    ("not_ready", 503, "/readyz: no leader known, or the cluster's minters not yet in force"),
+]  # fmt: skip
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    """The error responses that give these codes, grouped by HTTP status."""
+    by_status: dict[int, list[str]] = {}
+    for code, status, when in ERROR_CODES:
+        if code in codes:
+            by_status.setdefault(status, []).append(f"{code}: {when}")
+    return {str(s): {"description": "; ".join(whens), "content": _json("Error")} for s, whens in by_status.items()}
+
+
+WRITE_ERRORS = (
+    "malformed_json",
+    "invalid_request",
+    "invalid_query",
+    "body_too_large",
+    "unavailable",
+    "outcome_unknown",
+)
+READ_ERRORS = ("invalid_query", "unavailable")
+ADMIN_ERRORS = ("malformed_json", "invalid_request", "unauthorized", "no_leader", "unknown")
 
 
 def _batch(summary: str, body: str) -> dict[str, Any]:
@@ -64,13 +97,15 @@ def _batch(summary: str, body: str) -> dict[str, Any]:
             "requestBody": {"required": True, "content": _json(body)},
             "responses": {
                 "200": {"description": "one result per command, in order", "content": _json("BatchResults")},
-                **_errors(400, 413, 503),
+                **_errors(*WRITE_ERRORS),
             },
         }
     }
 
 
-def _get(summary: str, body: str, params: list[dict[str, Any]], errors: tuple[int, ...] = (400, 503)) -> dict[str, Any]:
+def _get(
+    summary: str, body: str, params: list[dict[str, Any]], errors: tuple[str, ...] = READ_ERRORS
+) -> dict[str, Any]:
     return {
         "get": {
             "summary": summary,
@@ -78,6 +113,24 @@ def _get(summary: str, body: str, params: list[dict[str, Any]], errors: tuple[in
             "responses": {"200": {"description": "ok", "content": _json(body)}, **_errors(*errors)},
         }
     }
+
+
+def _judged(kind: str) -> dict[str, Any]:
+    return _get(
+        f"The final result of a {kind} by id (any command's id is answered on any of the three routes)",
+        "Judged",
+        [
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                "description": "the command's id",
+            },
+            CONSISTENCY,
+        ],
+        ("invalid_id", *READ_ERRORS, "not_found"),
+    )
 
 
 def _plain(summary: str, media: str) -> dict[str, Any]:
@@ -97,6 +150,7 @@ def document() -> dict[str, Any]:
             Balances,
             History,
             HistoryItem,
+            Judged,
             Currencies,
             Status,
             Error,
@@ -125,20 +179,9 @@ def document() -> dict[str, Any]:
             },
             "/v1/mint": _batch("Mint money (minters only)", "MintBatch"),
             "/v1/transfers": _batch("Transfer money (signed by the sender)", "TransferBatch"),
-            "/v1/transfers/{id}": _get(
-                "A command by id",
-                "HistoryItem",
-                [
-                    {
-                        "name": "id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-                    },
-                    CONSISTENCY,
-                ],
-                (400, 404, 503),
-            ),
+            "/v1/transfers/{id}": _judged("transfer"),
+            "/v1/mint/{id}": _judged("mint"),
+            "/v1/currencies/{id}": _judged("currency creation"),
             "/v1/accounts/{key}/balances": _get(
                 "Balances of an account (0 for unknown accounts)",
                 "Balances",
@@ -150,6 +193,7 @@ def document() -> dict[str, Any]:
                         "in": "query",
                         "required": False,
                         "schema": {"type": "string", "pattern": "^[A-Z][A-Z0-9]{0,11}$"},
+                        "description": "only this currency (its balance, 0 if none)",
                     },
                     {
                         "name": "attest",
@@ -159,6 +203,7 @@ def document() -> dict[str, Any]:
                         "description": "sign (index, audit hash, answer) with the node's identity key",
                     },
                 ],
+                ("invalid_account", *READ_ERRORS),
             ),
             "/v1/accounts/{key}/transfers": _get(
                 "History of an account, oldest first",
@@ -166,42 +211,63 @@ def document() -> dict[str, Any]:
                 [
                     KEY_PARAM,
                     CONSISTENCY,
-                    {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 0},
+                        "description": "skip this many items (a page's `next`); default 0",
+                    },
                     {
                         "name": "limit",
                         "in": "query",
                         "required": False,
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "description": "items per page; default 100",
                     },
                 ],
+                ("invalid_account", *READ_ERRORS),
             ),
             "/v1/events": {
                 "get": {
                     "summary": "Server-Sent Events of applied entries (resume with Last-Event-ID)",
                     "parameters": [
-                        {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}}
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 0},
+                            "description": "start after this index (as the Last-Event-ID header does)",
+                        }
                     ],
                     "responses": {
                         "200": {"description": "event stream", "content": {"text/event-stream": {"schema": {}}}},
-                        **_errors(400),
+                        **_errors("invalid_query", "invalid_event_id"),
                     },
                 }
             },
-            "/v1/status": _get("Node and cluster status", "Status", [], ()),
+            "/v1/status": _get("Node and cluster status", "Status", [], ("invalid_query",)),
             "/v1/members": {
                 "post": {
                     "summary": "Add a Raft member (operator; needs the cluster secret)",
                     "security": admin,
                     "requestBody": {"required": True, "content": _json("MemberChange")},
-                    "responses": {"200": {"description": "added"}, **_errors(400, 401, 409)},
+                    "responses": {"200": {"description": "added"}, **_errors(*ADMIN_ERRORS)},
                 }
             },
             "/v1/members/{address}": {
                 "delete": {
                     "summary": "Remove a Raft member (operator; needs the cluster secret)",
                     "security": admin,
-                    "parameters": [{"name": "address", "in": "path", "required": True, "schema": {"type": "string"}}],
-                    "responses": {"200": {"description": "removed"}, **_errors(400, 401, 409)},
+                    "parameters": [
+                        {
+                            "name": "address",
+                            "in": "path",
+                            "required": True,
+                            "schema": msgspec.json.schema(RaftAddress),
+                        }
+                    ],
+                    "responses": {"200": {"description": "removed"}, **_errors(*ADMIN_ERRORS)},
                 }
             },
             "/v1/leadership": {
@@ -209,20 +275,21 @@ def document() -> dict[str, Any]:
                     "summary": "Transfer leadership (operator; needs the cluster secret)",
                     "security": admin,
                     "requestBody": {"required": True, "content": _json("LeadershipTransfer")},
-                    "responses": {"200": {"description": "transferred"}, **_errors(400, 401, 409)},
+                    "responses": {"200": {"description": "transferred"}, **_errors(*ADMIN_ERRORS)},
                 }
             },
             "/healthz": _plain("Liveness", "application/json"),
             "/readyz": {
                 "get": {
                     "summary": "Readiness (leader known, minters replicated)",
-                    "responses": {"200": {"description": "ready"}, **_errors(503)},
+                    "responses": {"200": {"description": "ready"}, **_errors("not_ready")},
                 }
             },
             "/metrics": _plain("Prometheus metrics", "text/plain"),
         },
         "components": {
             "schemas": components,
+            "x-error-codes": [{"code": c, "status": s, "when": w} for c, s, w in ERROR_CODES],
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }

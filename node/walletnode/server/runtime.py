@@ -10,7 +10,7 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from ..config import HOSTNAME, NodeConfig
+from ..config import NodeConfig
 from ..consensus.replicator import Outcome, RaftSettings, Replicator
 from ..ledger.codes import Code
 from ..ledger.commands import Command
@@ -28,13 +28,6 @@ log = logging.getLogger(__name__)
 def raft_id(member: int) -> int:
     """Members are numbered from 0 (pod ordinals); Raft ids from 1 (0 means "none")."""
     return member + 1
-
-
-def member_id_of(address: str) -> int | None:
-    """The ordinal in a pod's peer address, `<name>-<ordinal>.<service>...:<port>`."""
-    host = address.rpartition(":")[0].split(".")[0]
-    match = HOSTNAME.match(host)
-    return int(match["ordinal"]) if match else None
 
 
 class LedgerNode:
@@ -134,8 +127,10 @@ class LedgerNode:
     # -- membership (used by the operator through the admin API) ---------------------------
 
     async def change_membership(self, action: str, address: str | None, member: int | None = None) -> Outcome:
-        """`member`: the id of a member being added (its ordinal); read from a pod's address when absent."""
-        assert self.raft is not None
+        """`member`: the id of the member being added (its ordinal)."""
+        assert self.raft is not None and self.committer is not None
+        if self.committer.quorum_lost():
+            return Outcome.NO_LEADER  # as for writes: say so at once rather than after the timeout
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
 
@@ -143,11 +138,7 @@ class LedgerNode:
             if not future.done():
                 future.set_result(outcome)
 
-        if action == "add" and address:
-            if member is None:
-                member = member_id_of(address)
-            if member is None:
-                raise ValueError(f"cannot tell the member id of {address!r}: give its id")
+        if action == "add" and address and member is not None:
             self.raft.add_member(address, raft_id(member), done)
         elif action == "remove" and address:
             self.raft.remove_member(address, done)
