@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -54,18 +55,21 @@ class DurableJournal:
         directory: str,
         before_discard: Callable[[], None] = lambda: None,
         snapshot_tail: tuple[RaftEntry, RaftEntry] | None = None,
+        on_fsync: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         """Open (or create) the journal in `directory`.
 
         `before_discard` runs before entries are dropped in favour of a snapshot (it must make
         the snapshot durable). `snapshot_tail` is (previous, last) entry of the newest snapshot:
         if a crash hit between writing that snapshot and compacting, compaction is finished here.
+        `on_fsync` hears how long each fsync of appended entries took (a slow disk slows every write).
         """
         os.makedirs(directory, exist_ok=True)
         self._dir = directory
         self._path = os.path.join(directory, "raft.journal")
         self._meta_path = os.path.join(directory, "raft.meta")
         self._before_discard = before_discard
+        self._on_fsync = on_fsync
         self._entries: list[RaftEntry] = []
         self._offsets: list[int] = []  # file offset where each entry's record starts
         self._bytes = 0
@@ -194,8 +198,10 @@ class DurableJournal:
     def sync(self) -> None:
         """Make every appended entry durable (fsync) if any is not yet."""
         if self._dirty:
+            started = time.perf_counter()
             os.fsync(self._fd)
             self._dirty = False
+            self._on_fsync(time.perf_counter() - started)
 
     @property
     def size_bytes(self) -> int:

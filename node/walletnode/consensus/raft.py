@@ -14,6 +14,7 @@ import os
 import signal
 import struct
 import sys
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from pysyncobj.transport import TCPTransport
 from . import snapshot
 from .durable import fsync_dir, fsync_file
 from .journal import DurableJournal
+from .observer import IgnoreAll, Leadership, RaftObserver
 from .peer_cipher import PeerCipher
 from .pre_vote import PreVote
 
@@ -221,9 +223,13 @@ class _Engine(PreVote, SyncObj):
         conf: SyncObjConf,
         journal: DurableJournal,
         machine: StateMachine,
+        observer: RaftObserver,
     ) -> None:
         self._journal = journal
         self._machine = machine
+        self._observer = observer
+        self._sending: dict[Any, tuple[float, int]] = {}  # per follower: (start, bytes) of a snapshot
+        self._receiving: tuple[float, int] | None = None
         super().__init__(self_address, peers, conf, transportClass=_SyncingTransport)
         # pysyncobj sends a whole snapshot to a lagging follower in one go: with 1M accounts
         # (540 MB) the Raft thread encrypted for seconds, heartbeats stopped, and hundreds of MB
@@ -239,7 +245,10 @@ class _Engine(PreVote, SyncObj):
         def windowed(node: Any) -> Any:
             if transport.unsent_bytes(node) >= PEER_WINDOW_BYTES:
                 return None  # sent as an empty append_entries: a heartbeat
-            return whole(node)
+            chunk = whole(node)
+            if chunk:
+                self._count_sent(node, chunk)
+            return chunk
 
         serializer.getTransmissionData = windowed
         # With a serializer hook pysyncobj writes snapshots on the Raft thread: at 1M accounts
@@ -252,6 +261,23 @@ class _Engine(PreVote, SyncObj):
 
     def sync_journal(self) -> None:
         self._journal.sync()
+
+    def _count_sent(self, node: Any, chunk: tuple[bytes, bool, bool]) -> None:
+        data, first, last = chunk
+        started, size = (time.perf_counter(), 0) if first else self._sending.get(node, (time.perf_counter(), 0))
+        if last:
+            self._sending.pop(node, None)
+            self._observer.snapshot_sent(time.perf_counter() - started, size + len(data))
+        else:
+            self._sending[node] = (started, size + len(data))
+
+    def _count_received(self, chunk: tuple[bytes, bool, bool]) -> None:
+        """After the engine handled a chunk: the last one has been written and loaded."""
+        data, first, last = chunk
+        started, size = (time.perf_counter(), 0) if first or self._receiving is None else self._receiving
+        self._receiving = None if last else (started, size + len(data))
+        if last:
+            self._observer.snapshot_installed(time.perf_counter() - started, size + len(data))
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 - pysyncobj's names
         self._pre_vote_before_tick()
@@ -283,6 +309,8 @@ class _Engine(PreVote, SyncObj):
             # catch-up. That loop kept a replica from ever catching up from 1M accounts.
             self._SyncObj__raftElectionDeadline = monotonic() + self._SyncObj__generateRaftTimeout()
         chunk = message.get("serialized") if message.get("type") == "append_entries" else None
+        if chunk is not None:
+            self._count_received(chunk)
         if chunk is not None and not chunk[2]:
             # A follower answers snapshot chunks only after the last one, and a connection that
             # reads nothing for connectionTimeout is dropped: the leader then cancelled the
@@ -327,6 +355,7 @@ class RaftReplicator:
         machine: StateMachine,
         settings: RaftSettings = RaftSettings(),
         bind_address: str | None = None,
+        observer: RaftObserver = IgnoreAll(),
     ) -> None:
         os.makedirs(data_dir, exist_ok=True)
         self._machine = machine
@@ -337,6 +366,7 @@ class RaftReplicator:
             data_dir,
             before_discard=self._make_snapshot_durable,
             snapshot_tail=snapshot.read_tail(self._snapshot_path),
+            on_fsync=observer.fsynced,
         )
         conf = SyncObjConf(
             password=secret,
@@ -370,8 +400,9 @@ class RaftReplicator:
             dnsFailCacheTime=1.0,
         )
         self._compact_bytes = settings.compact_bytes
-        self._leadership: tuple[int, int, str | None] = (0, 0, None)
-        self._engine = _Engine(self_address, peers, conf, self.journal, machine)
+        self._observer = observer
+        self._leadership = Leadership()
+        self._engine = _Engine(self_address, peers, conf, self.journal, machine, observer)
         self._engine.addOnTickCallback(self._on_tick)
 
     # -- proposals --------------------------------------------------------------------------
@@ -464,11 +495,9 @@ class RaftReplicator:
         cluster was briefly without a leader (who called the election, and when)."""
         engine = self._engine
         leader = engine._SyncObj__raftLeader
-        now = (engine._SyncObj__raftCurrentTerm, engine._SyncObj__raftState, str(leader) if leader else None)
-        if now != self._leadership:
-            self._leadership = now
-            term, state, leader_name = now
-            role = _ROLES[state]
+        term, role = engine._SyncObj__raftCurrentTerm, _ROLES[engine._SyncObj__raftState]
+        leader_name = str(leader) if leader else None
+        if self._leadership.update(term, role, leader_name, self._observer):
             if role == "follower":
                 what = f"following {leader_name}" if leader_name else "follower, no leader known"
             else:
