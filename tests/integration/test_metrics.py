@@ -1,7 +1,11 @@
-"""Node metrics on a real three-node cluster: valid for `promtool check metrics`, and they explain what
-happened (who led, what was written and with which results, how long disk and commits took)."""
+"""Node and operator metrics, scraped live: valid for `promtool check metrics`, they explain what
+happened (who led, what was written and with which results, how long disk and commits took), and
+the dashboard and the alerts read only metrics that really exist."""
 
 from __future__ import annotations
+
+import asyncio
+import json
 
 import httpx
 import msgspec
@@ -9,9 +13,19 @@ from nacl.signing import SigningKey
 
 from walletnode.client import WalletClient
 from walletnode.ledger.signing import public_hex
-from walletnode.localcluster import LocalCluster
+from walletnode.localcluster import LocalCluster, free_ports
+from walletoperator import metrics as operator_metrics
 
-from ..metrics import promtool, samples, total
+from ..metrics import (
+    DASHBOARD,
+    alert_rules,
+    dashboard_queries,
+    exported_names,
+    metric_names,
+    promtool,
+    samples,
+    total,
+)
 from .conftest import funded, wait_for
 
 
@@ -55,3 +69,39 @@ def test_node_metrics_pass_promtool_and_explain_the_work(cluster: LocalCluster) 
         for labels, _ in m["walletnode_http_request_seconds_count"]
     }
     assert ("POST", "/v1/transfers", "200") in routes
+
+
+def operator_scrape() -> str:
+    """A live scrape of the operator's metrics server (metrics.serve, as `--liveness` starts it)."""
+
+    async def scrape() -> str:
+        port = free_ports(1)[0]
+        runner = await operator_metrics.serve(f"http://127.0.0.1:{port}/healthz")
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+                assert (await client.get("/healthz")).status_code == 200
+                return (await client.get("/metrics")).text
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(scrape())
+
+
+def test_every_dashboard_and_alert_query_reads_metrics_that_are_exported(shared_cluster: LocalCluster) -> None:
+    node = httpx.get(shared_cluster.urls[0] + "/metrics", timeout=5).text
+    operator = operator_scrape()
+    checked = promtool("check", "metrics", stdin=operator)
+    assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
+    exported = exported_names(node) | exported_names(operator) | {"up"}  # `up`: Prometheus's own, per target
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = dashboard_queries(dashboard)
+    assert len(queries) > 20
+    for query in queries:
+        assert metric_names(query) and metric_names(query) <= exported, (query, metric_names(query) - exported)
+    for rule in alert_rules():
+        names = metric_names(str(rule["expr"]))
+        assert names and names <= exported, (rule["alert"], names - exported)
+    used = {name for query in queries for name in metric_names(query)}
+    assert {"walletoperator_clusters", "walletoperator_reconcile_seconds_bucket"} <= used
+    titles = {panel["title"] for panel in dashboard["panels"]}
+    assert {"Write latency", "Group-commit size", "Errors by code", "Apply lag per member", "Memory"} <= titles
