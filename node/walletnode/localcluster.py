@@ -108,9 +108,10 @@ class LocalCluster:
             self.start(i)
 
     def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
-        process = self.processes.pop(i)
+        process = self.processes[i]
         process.send_signal(sig)
         process.wait(timeout=30)
+        del self.processes[i]
         self._logs.pop(i).close()
 
     def send_signal(self, i: int, sig: int) -> None:

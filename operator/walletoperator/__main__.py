@@ -20,7 +20,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="walletcluster-operator", description=__doc__)
     parser.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)")
     parser.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)")
-    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
+    parser.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        help="liveness endpoint URL; its host and port also serve Prometheus metrics at /metrics",
+    )
     parser.add_argument(
         "--peering", default=None, help="kopf peering name for HA (several replicas, one active); default: standalone"
     )
@@ -40,7 +44,7 @@ def main() -> None:
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
-        liveness_endpoint=args.liveness,
+        memo=kopf.Memo(liveness=args.liveness),
         standalone=args.peering is None,
         peering_name=args.peering,
         priority=args.priority if args.priority is not None else default_priority(),

@@ -9,14 +9,15 @@ from __future__ import annotations
 import datetime
 import secrets
 import threading
+import time
 from typing import Any
 
 import httpx
 import kopf
 
-from . import builders
+from . import builders, metrics
 from .kube import Kube
-from .plan import Action, Observed, PodView, RaftView, decide
+from .plan import Action, Condition, Observed, PodView, RaftView, decide, status_conditions
 from .spec import GROUP, HTTP_PORT, PLURAL, VERSION, ClusterRef, Spec
 
 _kube: Kube | None = None
@@ -52,6 +53,19 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
 
 
+@kopf.on.startup()
+async def serve_liveness_and_metrics(memo: kopf.Memo, **_: Any) -> None:
+    """The liveness endpoint (`--liveness`) and /metrics on its port (see metrics.py)."""
+    if memo.get("liveness"):
+        memo["server"] = await metrics.serve(memo["liveness"])
+
+
+@kopf.on.cleanup()
+async def stop_serving(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("server") is not None:
+        await memo["server"].cleanup()
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
@@ -68,8 +82,17 @@ def reconcile(
 ) -> None:
     with _locks_guard:
         lock = _locks.setdefault(uid, threading.Lock())
+    ref = ClusterRef(name, namespace or "default", uid)
     with lock:
-        _reconcile(body, spec, ClusterRef(name, namespace or "default", uid), patch, logger)
+        started = time.perf_counter()
+        try:
+            _reconcile(body, spec, ref, patch, logger)
+        except Exception as exc:
+            metrics.reconcile_errors.labels(ref.namespace, ref.name, type(exc).__name__).inc()
+            kopf.warn(body, reason="ReconcileFailed", message=f"{type(exc).__name__}: {exc} (retrying in seconds)")
+            raise
+        finally:
+            metrics.reconcile_seconds.labels(ref.namespace, ref.name).observe(time.perf_counter() - started)
 
 
 def _reconcile(body: kopf.Body, spec: kopf.Spec, ref: ClusterRef, patch: kopf.Patch, logger: kopf.Logger) -> None:
@@ -155,10 +178,18 @@ def take(
     leader = next((p for p in seen.pods if seen.raft and p.name == seen.raft.leader), None)
     if action.kind == "delete_pod":
         kube().delete_pod(action.target, ref.namespace)
+        metrics.steps.labels(ref.namespace, ref.name, action.kind, "ok").inc()
         kopf.info(body, reason="PodReplaced", message=f"deleted {action.target}: {action.reason}")
         return
     if leader is None or leader.ip is None:
         return
+
+    def failed(why: str) -> None:
+        metrics.steps.labels(ref.namespace, ref.name, action.kind, "failed").inc()
+        message = f"{action.kind} {action.target or ''} through the leader {leader.name} failed: {why} (will retry)"
+        logger.warning(message)
+        kopf.warn(body, reason="StepFailed", message=message)
+
     headers = {"Authorization": f"Bearer {secret_value}"}
     url = f"http://{leader.ip}:{HTTP_PORT}"
     try:
@@ -174,9 +205,10 @@ def take(
         else:
             r = httpx.post(f"{url}/v1/leadership", json={}, headers=headers, timeout=15)
     except httpx.HTTPError as exc:
-        logger.warning("%s failed: %s (will retry)", action.kind, exc)
+        failed(f"{type(exc).__name__}: {exc}")
         return
     if r.status_code == 200:
+        metrics.steps.labels(ref.namespace, ref.name, action.kind, "ok").inc()
         reason = {
             "add_member": "MemberAdded",
             "remove_member": "MemberRemoved",
@@ -184,7 +216,7 @@ def take(
         }[action.kind]
         kopf.info(body, reason=reason, message=f"{action.target or leader.name}: {action.reason}")
     else:
-        logger.warning("%s answered %s: %s (will retry)", action.kind, r.status_code, r.text[:200])
+        failed(f"the node answered {r.status_code}: {r.text[:200]}")
 
 
 def _status(
@@ -193,12 +225,15 @@ def _status(
     wanted: Spec,
     seen: Observed,
     phase: str,
-    conditions: dict[str, tuple[bool, str]],
+    conditions: dict[str, Condition],
     ref: ClusterRef,
 ) -> None:
     raft = seen.raft
-    previous = {c["type"]: c for c in (body.get("status") or {}).get("conditions") or []}
-    now = kopf_now()
+    before = body.get("status") or {}
+    metrics.phases.set(ref.namespace, ref.name, phase)
+    if phase in ("QuorumLost", "Degraded") and before.get("phase") != phase:
+        trouble = conditions["QuorumLost" if phase == "QuorumLost" else "Ready"]
+        kopf.warn(body, reason=phase, message=trouble.message)
     patch.status.update(
         {
             "phase": phase,
@@ -211,18 +246,7 @@ def _status(
             "members": [p.name for p in seen.pods if raft and p.raft_address in raft.members],
             "observedGeneration": body.metadata.get("generation"),
             "selector": ",".join(f"{k}={v}" for k, v in builders.selector(ref).items()),
-            "conditions": [
-                {
-                    "type": kind,
-                    "status": "True" if ok else "False",
-                    "reason": kind if ok else f"Not{kind}",
-                    "message": message,
-                    "lastTransitionTime": previous[kind]["lastTransitionTime"]
-                    if kind in previous and previous[kind]["status"] == ("True" if ok else "False")
-                    else now,
-                }
-                for kind, (ok, message) in conditions.items()
-            ],
+            "conditions": status_conditions(conditions, before.get("conditions") or [], kopf_now()),
         }
     )
 

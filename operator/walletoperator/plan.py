@@ -52,21 +52,41 @@ class Action:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """One status condition, in words `kubectl describe wc` shows: a CamelCase reason and a
+    sentence that names what is wrong (which members, which step)."""
+
+    ok: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Plan:
     pods: int
     members_arg: int
     action: Action | None
     phase: str
-    conditions: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    conditions: dict[str, Condition] = field(default_factory=dict)
 
 
 def decide(spec: Spec, seen: Observed, address_of: dict[int, str]) -> Plan:
     if not seen.statefulset_exists:
-        return Plan(spec.replicas, spec.replicas, None, "Creating", _conditions(spec, seen, "creating the members"))
+        return Plan(
+            spec.replicas,
+            spec.replicas,
+            None,
+            "Creating",
+            _conditions(spec, seen, ("Creating", "creating the members")),
+        )
     if seen.raft is None:
         phase = "QuorumLost" if any(p.running for p in seen.pods) and seen.members_arg > 1 else "Creating"
         return Plan(
-            seen.statefulset_pods, seen.members_arg, None, phase, _conditions(spec, seen, "waiting for a leader")
+            seen.statefulset_pods,
+            seen.members_arg,
+            None,
+            phase,
+            _conditions(spec, seen, ("WaitingForLeader", "waiting for the members to elect a leader")),
         )
     members = len(seen.raft.members)
     by_ordinal = {p.ordinal: p for p in seen.pods}
@@ -83,7 +103,7 @@ def decide(spec: Spec, seen: Observed, address_of: dict[int, str]) -> Plan:
             members,
             action,
             "Scaling",
-            _conditions(spec, seen, f"adding member {members}"),
+            _conditions(spec, seen, ("Scaling", f"adding member {members} (scaling to {spec.replicas})")),
         )
     if members > spec.replicas:
         victim = members - 1
@@ -96,34 +116,76 @@ def decide(spec: Spec, seen: Observed, address_of: dict[int, str]) -> Plan:
             members,
             action if healthy else None,
             "Scaling",
-            _conditions(spec, seen, f"removing member {victim}"),
+            _conditions(spec, seen, ("Scaling", f"removing member {victim} (scaling to {spec.replicas})")),
         )
 
     outdated = [p for p in sorted(seen.pods, key=lambda p: p.ordinal) if not p.current and p.ordinal < members]
     if outdated:
         if not healthy:
-            return Plan(members, members, None, "Upgrading", _conditions(spec, seen, "waiting for a healthy quorum"))
+            waiting = ("Upgrading", "waiting for every member to be ready before rolling the next pod")
+            return Plan(members, members, None, "Upgrading", _conditions(spec, seen, waiting))
         followers = [p for p in outdated if leader is None or p.name != leader.name]
         if followers:
             action = Action("delete_pod", followers[0].name, "rolling to the new configuration (followers first)")
         else:
             action = Action("transfer_leadership", "", "the leader is the last pod to roll")
-        return Plan(members, members, action, "Upgrading", _conditions(spec, seen, "rolling pods"))
+        rolling = ("Upgrading", f"rolling {len(outdated)} pod(s) to the new configuration")
+        return Plan(members, members, action, "Upgrading", _conditions(spec, seen, rolling))
     phase = "Running" if healthy else "Degraded"
-    return Plan(members, members, None, phase, _conditions(spec, seen, ""))
+    return Plan(members, members, None, phase, _conditions(spec, seen, None))
 
 
-def _conditions(spec: Spec, seen: Observed, progress: str) -> dict[str, tuple[bool, str]]:
-    ready = sum(p.ready for p in seen.pods)
+def _conditions(spec: Spec, seen: Observed, progress: tuple[str, str] | None) -> dict[str, Condition]:
+    """Ready, Available, Progressing and QuorumLost; `progress` is (reason, message) of the work under way."""
+    ready = [p for p in seen.pods if p.ready]
+    not_ready = sorted(p.name for p in seen.pods if not p.ready)
+    missing = spec.replicas - len(seen.pods)
+    counted = f"{len(ready)}/{spec.replicas} members ready"
+    if not_ready:
+        counted += f"; not ready: {', '.join(not_ready)}"
+    if missing > 0:
+        counted += f"; {missing} pod(s) missing"
+    raft = seen.raft
+    running = [p for p in seen.pods if p.running]
+    lost = raft is None and seen.statefulset_exists and bool(running)
+    if raft is not None and len(ready) >= spec.replicas and progress is None:
+        ready_condition = Condition(True, "AllMembersReady", counted)
+    else:
+        ready_reason = "NoLeader" if raft is None else progress[0] if progress else "MembersNotReady"
+        ready_condition = Condition(False, ready_reason, counted)
     return {
-        "Ready": (
-            seen.raft is not None and ready >= spec.replicas and not progress,
-            f"{ready}/{spec.replicas} members ready",
-        ),
-        "Available": (seen.raft is not None, "a leader accepts writes" if seen.raft else "no leader with a quorum"),
-        "Progressing": (bool(progress), progress or "nothing to do"),
-        "QuorumLost": (
-            seen.raft is None and seen.statefulset_exists and any(p.running for p in seen.pods),
-            "no member reports a leader" if seen.raft is None else "a leader is known",
-        ),
+        "Ready": ready_condition,
+        "Available": Condition(True, "LeaderElected", f"{raft.leader} leads term {raft.term}; writes are accepted")
+        if raft
+        else Condition(False, "NoLeader", "no member reports a leader: writes and linearizable reads are refused"),
+        "Progressing": Condition(True, *progress) if progress else Condition(False, "UpToDate", "nothing to do"),
+        "QuorumLost": Condition(
+            True,
+            "NoMemberReportsLeader",
+            f"{len(running)} of {seen.members_arg} member pod(s) run but none reports a leader: a majority of the "
+            "members is down or cannot reach the others",
+        )
+        if lost
+        else Condition(False, "QuorumHeld" if raft else "NotStarted", "a leader is known" if raft else counted),
     }
+
+
+def status_conditions(
+    conditions: dict[str, Condition], previous: list[dict[str, str]], now: str
+) -> list[dict[str, str]]:
+    """The status.conditions list; a condition keeps its lastTransitionTime while its status stays."""
+    before = {c["type"]: c for c in previous}
+    listed = []
+    for kind, condition in conditions.items():
+        status = "True" if condition.ok else "False"
+        kept = kind in before and before[kind]["status"] == status
+        listed.append(
+            {
+                "type": kind,
+                "status": status,
+                "reason": condition.reason,
+                "message": condition.message,
+                "lastTransitionTime": before[kind]["lastTransitionTime"] if kept else now,
+            }
+        )
+    return listed

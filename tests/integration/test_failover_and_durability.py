@@ -16,7 +16,7 @@ from walletnode.client import WalletClient
 from walletnode.consensus import snapshot
 from walletnode.ledger.signing import public_hex
 
-from ..metrics import per_peer
+from ..metrics import per_peer, samples, total
 from .conftest import ClusterFactory, funded, wait_for
 
 
@@ -172,6 +172,11 @@ def test_a_replica_that_lost_its_disk_rejoins_from_a_snapshot_while_clients_writ
     )
     with WalletClient([cluster.urls[follower]]) as c:
         assert c.balances(public_hex(bob), consistency="stale") == {"USD": acknowledged}
+    # The metrics tell the story: a snapshot went out and the wiped replica installed it.
+    scraped = [samples(httpx.get(url + "/metrics", timeout=5).text) for url in cluster.urls]
+    installed = total(scraped[follower], "walletnode_raft_snapshot_installed_bytes_total")
+    assert installed > 0 and total(scraped[follower], "walletnode_raft_snapshot_install_seconds_count") >= 1
+    assert sum(total(m, "walletnode_raft_snapshot_sent_bytes_total") for m in scraped) >= installed
     with httpx.Client(timeout=10) as http:  # records that came in the snapshot read back
         for command_id in early[::10]:
             r = http.get(f"{cluster.urls[follower]}/v1/transfers/{command_id}", params={"consistency": "stale"})

@@ -78,9 +78,12 @@ def test_event_stream_follows_a_dying_node_without_gaps(cluster: LocalCluster, t
     reader.join(timeout=60)
     assert seen == list(range(1, 13))
     # `walletctl status` shows the dead node down, and each survivor with one of its two links up.
-    env.update(WALLET_URL=",".join(cluster.urls), COLUMNS="250")
-    table = walletctl(env, "status").stdout
+    env.update(WALLET_URL=",".join(cluster.urls), COLUMNS="80")
+    shown = walletctl(env, "status")
+    table = shown.stdout
     assert "down" in table and table.count(" 1/2 ") == 2, table
+    assert "…" not in table and max(len(line) for line in table.splitlines()) <= 80, table
+    assert cluster.urls[0].removeprefix("http://") in table and "ConnectError" in shown.stderr, shown.stderr
 
 
 def test_shell_completion_and_bench(cluster: LocalCluster, tmp_path: pathlib.Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ..metrics import ALERTS, DASHBOARD
 from .kube import REPO, Helm, HelmError, Kubectl, wait_until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(300, func_only=True)]
@@ -48,6 +49,9 @@ BAD_OPERATOR_VALUES = [
     ({"resources.requests.cpu": "lots"}, "at '/resources/requests/cpu': 'lots' does not match pattern"),
     ({"resources.request.cpu": "1"}, "additional properties 'request' not allowed"),
     ({"replicas": "2"}, "additional properties 'replicas' not allowed"),
+    ({"monitoring.podMonitor.interval": "soon"}, "at '/monitoring/podMonitor/interval': 'soon' does not match pattern"),
+    ({"monitoring.podMonitor.enabled": "yes"}, "at '/monitoring/podMonitor/enabled': got string, want boolean"),
+    ({"monitoring.prometheusRule.enable": "true"}, "additional properties 'enable' not allowed"),
 ]
 
 BAD_LEDGER_VALUES = [
@@ -109,6 +113,8 @@ OPERATOR_VARIANTS = {
     "all-namespaces": {},
     "watch-namespaces-with-peering": {"replicaCount": "2", "watchNamespaces": "{NS}"},
     "all-namespaces-with-peering": {"peering.enabled": "true", "logFormat": "plain"},
+    # PodMonitor and PrometheusRule need the Prometheus Operator's CRDs, which this cluster lacks.
+    "with-grafana-dashboard": {"monitoring.grafanaDashboard.enabled": "true"},
 }
 
 
@@ -371,3 +377,46 @@ def test_default_roles_include_walletclusters(helm: Helm, kubectl: Kubectl, name
         assert can("vi", "get", "status") and not can("vi", "create") and not can("vi", "patch", "scale")
     finally:
         kubectl.run("delete", "clusterrole", *names, "--ignore-not-found", check=False)
+
+
+MONITORING = {
+    "monitoring.podMonitor.enabled": "true",
+    "monitoring.podMonitor.labels.release": "prometheus",
+    "monitoring.prometheusRule.enabled": "true",
+    "monitoring.grafanaDashboard.enabled": "true",
+}
+
+
+def test_monitoring_objects_are_off_by_default_and_carry_the_one_rules_file_and_dashboard(helm: Helm) -> None:
+    assert {d["kind"] for d in render(helm, OPERATOR, "ops")} & {"PodMonitor", "PrometheusRule"} == set()
+    lint = helm.run("lint", "--strict", str(OPERATOR), *sets(MONITORING))
+    assert "0 chart(s) failed" in lint.stdout and "[WARNING]" not in lint.stdout, lint.stdout
+
+    docs = {f"{d['kind']}/{d['metadata']['name']}": d for d in render(helm, OPERATOR, "ops", *sets(MONITORING))}
+    ledgers, operator = (
+        docs["PodMonitor/rel-walletcluster-operator-ledgers"],
+        docs["PodMonitor/rel-walletcluster-operator"],
+    )
+    assert ledgers["metadata"]["labels"]["release"] == "prometheus"
+    assert ledgers["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "walletcluster",
+        "app.kubernetes.io/component": "ledger",
+    }
+    assert ledgers["spec"]["namespaceSelector"] == {"any": True}
+    (endpoint,) = ledgers["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "15s")
+    assert endpoint["relabelings"] == [
+        {"sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"], "targetLabel": "walletcluster"}
+    ]
+    assert operator["spec"]["podMetricsEndpoints"][0]["port"] == "liveness"
+    assert operator["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "walletcluster-operator"
+
+    rule = docs["PrometheusRule/rel-walletcluster-operator"]
+    assert rule["spec"] == yaml.safe_load(ALERTS.read_text()), "the rules file, unchanged"
+    dashboard = docs["ConfigMap/rel-walletcluster-operator-dashboard"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["walletcluster.json"]) == json.loads(DASHBOARD.read_text())
+
+    watching = render(helm, OPERATOR, "ops", *sets({**MONITORING, "watchNamespaces": "{a,b}"}))
+    (scoped,) = [d for d in watching if d["metadata"]["name"] == "rel-walletcluster-operator-ledgers"]
+    assert scoped["spec"]["namespaceSelector"] == {"matchNames": ["a", "b"]}

@@ -24,6 +24,7 @@ from nacl.signing import SigningKey
 from walletnode.client import WalletClient
 from walletnode.ledger.signing import public_hex
 
+from ..metrics import DASHBOARD, dashboard_queries, exported_names, metric_names, promtool, samples, total
 from .kube import Kubectl, KubectlError, hostpath_volumes, wait_until
 from .silent_proxy import SilentProxy
 
@@ -100,11 +101,12 @@ class Operator:
     def __init__(self, kubeconfig: str, namespace: str, log: Path, *extra: str) -> None:
         self.kubeconfig, self.namespace, self.log, self.extra = kubeconfig, namespace, log, extra
         self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
 
     def start(self) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+            self.port = port = s.getsockname()[1]
         command = [sys.executable, "-m", "walletoperator", "-n", self.namespace, "--log-format", "plain"]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
@@ -221,6 +223,39 @@ def delete_cluster(kubectl: Kubectl, namespace: str, which: str = "wallet", chec
 
 def pdb_min(kubectl: Kubectl, namespace: str) -> int:
     return int(kubectl.get("pdb", "wallet", namespace)["spec"]["minAvailable"])  # type: ignore[index]
+
+
+def test_describe_and_the_operator_metrics_say_what_is_wrong(
+    operator: Operator, kubectl: Kubectl, namespace: str
+) -> None:
+    """No volume for its claims, so no member can start: `kubectl describe wc` says so in words, and
+    the operator's /metrics (on its liveness port) counts its reconciles and the cluster's phase."""
+    kubectl.apply(cluster(), namespace)
+
+    def ready_condition() -> dict[str, str] | None:
+        found = {c["type"]: c for c in status(kubectl, namespace).get("conditions") or []}
+        return found.get("Ready")
+
+    ready = wait_until("the Ready condition", ready_condition, timeout=60)
+    assert ready["status"] == "False" and ready["reason"] == "NoLeader", ready
+    assert ready["message"].startswith("0/3 members ready"), ready
+    described = kubectl.run("describe", "wc", "wallet", "-n", namespace).stdout
+    for words in ("NoLeader", "0/3 members ready", "no member reports a leader", "SecretCreated", "Created"):
+        assert words in described, (words, described)
+
+    def scrape() -> str | None:
+        text = httpx.get(f"http://127.0.0.1:{operator.port}/metrics", timeout=5).text
+        mine = samples(text)
+        cluster_labels = {"walletcluster_namespace": namespace, "walletcluster": "wallet"}
+        done = total(mine, "walletoperator_reconcile_seconds_count", **cluster_labels) >= 2
+        return text if done and total(mine, "walletoperator_clusters", phase="Creating") == 1 else None
+
+    text = wait_until("the operator's metrics", scrape, timeout=60)
+    checked = promtool("check", "metrics", stdin=text)
+    assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
+    dashboard = json.loads(DASHBOARD.read_text())
+    wanted = {n for q in dashboard_queries(dashboard) for n in metric_names(q) if n.startswith("walletoperator_")}
+    assert wanted and wanted <= exported_names(text), wanted - exported_names(text)
 
 
 def test_walletcluster_lifecycle(

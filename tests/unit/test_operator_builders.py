@@ -1,11 +1,12 @@
-"""The operator's pure parts: manifests from a spec, and the one-step-at-a-time plan."""
+"""The operator's pure parts: manifests from a spec, the one-step-at-a-time plan, status and metrics."""
 
 from __future__ import annotations
 
 import pytest
 
 from walletoperator import builders
-from walletoperator.plan import Observed, PodView, RaftView, decide
+from walletoperator.metrics import PHASES, Phases
+from walletoperator.plan import Condition, Observed, PodView, RaftView, decide, status_conditions
 from walletoperator.spec import ClusterRef, Spec
 
 REF = ClusterRef("wallet", "prod", "uid-123")
@@ -117,4 +118,65 @@ def test_plan_rolls_followers_first_then_the_leader_and_waits_for_health() -> No
 
 def test_plan_reports_quorum_loss() -> None:
     plan = decide(spec(), Observed(True, 3, 3, (pod(0, ready=False), pod(1, ready=False)), None), ADDR)
-    assert plan.phase == "QuorumLost" and plan.conditions["QuorumLost"][0] and plan.action is None
+    assert plan.phase == "QuorumLost" and plan.conditions["QuorumLost"].ok and plan.action is None
+
+
+def test_conditions_say_what_is_wrong_in_words() -> None:
+    lost = decide(spec(), Observed(True, 3, 3, (pod(0, ready=False), pod(1, ready=False)), None), ADDR).conditions
+    assert lost["QuorumLost"] == Condition(
+        True,
+        "NoMemberReportsLeader",
+        "2 of 3 member pod(s) run but none reports a leader: a majority of the members is down or cannot reach "
+        "the others",
+    )
+    assert lost["Available"].reason == "NoLeader" and not lost["Available"].ok
+    assert lost["Ready"] == Condition(
+        False, "NoLeader", "0/3 members ready; not ready: wallet-0, wallet-1; 1 pod(s) missing"
+    )
+
+    degraded = decide(spec(), Observed(True, 3, 3, (pod(0), pod(1, ready=False), pod(2)), raft(3)), ADDR)
+    assert degraded.phase == "Degraded"
+    assert degraded.conditions["Ready"] == Condition(False, "MembersNotReady", "2/3 members ready; not ready: wallet-1")
+    assert degraded.conditions["Available"] == Condition(
+        True, "LeaderElected", "wallet-0 leads term 1; writes are accepted"
+    )
+
+    scaling = decide(spec(replicas=5), Observed(True, 4, 3, (pod(0), pod(1), pod(2), pod(3)), raft(3)), ADDR)
+    assert scaling.conditions["Progressing"] == Condition(True, "Scaling", "adding member 3 (scaling to 5)")
+    assert scaling.conditions["Ready"].reason == "Scaling"
+
+    healthy = decide(spec(), Observed(True, 3, 3, (pod(0), pod(1), pod(2)), raft(3)), ADDR).conditions
+    assert {kind: (c.ok, c.reason) for kind, c in healthy.items()} == {
+        "Ready": (True, "AllMembersReady"),
+        "Available": (True, "LeaderElected"),
+        "Progressing": (False, "UpToDate"),
+        "QuorumLost": (False, "QuorumHeld"),
+    }
+
+
+def test_a_condition_keeps_its_transition_time_until_its_status_changes() -> None:
+    first = status_conditions({"Ready": Condition(False, "NoLeader", "0/3")}, [], "t1")
+    assert first == [
+        {"type": "Ready", "status": "False", "reason": "NoLeader", "message": "0/3", "lastTransitionTime": "t1"}
+    ]
+    same = status_conditions({"Ready": Condition(False, "MembersNotReady", "2/3")}, first, "t2")
+    assert same[0]["lastTransitionTime"] == "t1" and same[0]["reason"] == "MembersNotReady"
+    flipped = status_conditions({"Ready": Condition(True, "AllMembersReady", "3/3")}, same, "t3")
+    assert flipped[0]["lastTransitionTime"] == "t3"
+
+
+def test_operator_counts_clusters_by_phase_and_forgets_deleted_ones() -> None:
+    now = [0.0]
+    phases = Phases(forget_after_s=60, clock=lambda: now[0])
+    phases.set("a", "w1", "Running")
+    phases.set("b", "w1", "Running")
+    phases.set("a", "w2", "QuorumLost")
+
+    def counts() -> dict[str, float]:
+        return {s.labels["phase"]: s.value for family in phases.collect() for s in family.samples}
+
+    assert counts() == {p: {"Running": 2, "QuorumLost": 1}.get(p, 0) for p in PHASES}
+    now[0] = 50.0
+    phases.set("a", "w1", "Degraded")
+    now[0] = 100.0  # w2 and b/w1 not reconciled for over a minute: deleted
+    assert counts() == {p: 1 if p == "Degraded" else 0 for p in PHASES}

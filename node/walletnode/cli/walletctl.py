@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import click
 import msgspec
 from nacl.signing import SigningKey
+from rich import box
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -465,8 +466,9 @@ def watch(ctx: Context, after: int | None) -> None:
 @main.command()
 @click.pass_obj
 def status(ctx: Context) -> None:
-    """Every node in WALLET_URL: role, term, indexes, lag behind the most advanced commit, and how
-    many of its peers it is connected to (a cut link shows as 1/2 on both of its ends)."""
+    """Every node in WALLET_URL: role, term, leader, applied index, lag behind the most advanced
+    commit, how many of its peers it is connected to (a cut link shows as 1/2 on both of its ends)
+    and its audit hash; `-o json` has every field, commit index included."""
     rows: list[dict[str, Any]] = []
     for url in ctx.urls:
         try:
@@ -478,32 +480,50 @@ def status(ctx: Context) -> None:
     for r in live:
         r["lag"] = top - r["applied_index"]
 
-    def table() -> Table:
-        t = Table("node", "url", "role", "term", "leader", "commit", "applied", "lag", "peers", "audit", "hash")
-        for r in rows:
-            if "error" in r:
-                t.add_row("?", r["url"], "[red]down[/]", "", "", "", "", "", "", "", r["error"][:30])
-            else:
-                peers = [m for m in r["members"] if m["name"] != r["name"]]
-                up = sum(m["connected"] for m in peers)
-                t.add_row(
-                    r["name"],
-                    r["url"],
-                    r["role"],
-                    str(r["term"]),
-                    str(r["leader"]),
-                    str(r["commit_index"]),
-                    str(r["applied_index"]),
-                    str(r["lag"]),
-                    f"{up}/{len(peers)}" if up == len(peers) else f"[red]{up}/{len(peers)}[/]",
-                    str(r["audit_index"]),
-                    r["audit_hash"][:12],
-                )
-        return t
-
-    ctx.emit(rows, table)
+    ctx.emit(rows, lambda: status_table(rows))
+    for r in rows:
+        if "error" in r and ctx.output != "json":
+            err_console.print(f"[red]{r['url']}[/]: {r['error']}", soft_wrap=True)
     if not live:
         sys.exit(EXIT_UNREACHABLE)
+
+
+def short_address(url: str) -> str:
+    """A node's URL as short as still tells nodes apart: `127.0.0.1:8702`, or `wallet-2` for
+    `http://wallet-2.wallet-peers.ns.svc:8700` (the pod's name)."""
+    host, _, port = url.split("://")[-1].rstrip("/").rpartition(":")
+    if not host:
+        host, port = port, ""
+    if host.replace(".", "").isdigit() or host.startswith("[") or "." not in host:
+        return f"{host}:{port}" if port else host
+    return host.split(".")[0]
+
+
+def status_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per node, narrow enough for an 80-column terminal with the names Kubernetes gives pods
+    (`wallet-0`) and indexes in the millions: a down node is named by its address, and why it is
+    down is printed below the table rather than in it."""
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for header in ("node", "role", "term", "leader", "applied", "lag", "peers", "audit hash"):
+        numeric = header in ("term", "applied", "lag", "peers")
+        t.add_column(header, justify="right" if numeric else "left", overflow="fold")
+    for r in rows:
+        if "error" in r:
+            t.add_row(short_address(r["url"]), "[red]down[/]", "", "", "", "", "", "")
+            continue
+        peers = [m for m in r["members"] if m["name"] != r["name"]]
+        up = sum(m["connected"] for m in peers)
+        t.add_row(
+            r["name"],
+            r["role"],
+            str(r["term"]),
+            str(r["leader"] or "-"),
+            str(r["applied_index"]),
+            str(r["lag"]),
+            f"{up}/{len(peers)}" if up == len(peers) else f"[red]{up}/{len(peers)}[/]",
+            r["audit_hash"][:12],
+        )
+    return t
 
 
 @main.group()

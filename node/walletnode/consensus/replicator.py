@@ -15,7 +15,6 @@ streamed the file.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import itertools
 import logging
@@ -51,6 +50,7 @@ from .messages import (
     Role,
     SnapshotMeta,
 )
+from .observer import IgnoreAll, Leadership, RaftObserver
 from .transport import PeerTransport
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class Replicator:
         machine: StateMachine,
         settings: RaftSettings = RaftSettings(),
         bind_address: str | None = None,
+        observer: RaftObserver = IgnoreAll(),
     ) -> None:
         """`node_id` and the keys of `peers` (node id -> raft address, this node's included) start
         at 1. A `founding` member with no data starts a new cluster of all `peers`; any other
@@ -124,6 +125,8 @@ class Replicator:
         self.id = node_id
         self.peers = peers
         self.founding = founding
+        self.observer = observer
+        self._leadership = Leadership()
         self.machine = machine
         self.settings = settings
         self.dir = data_dir
@@ -153,7 +156,7 @@ class Replicator:
         self._incoming: tuple[int, Any] | None = None  # (sender, open file) of a snapshot being received
         self._snapshotting = False
         self._applying: deque[asyncio.Future[list[Any]]] = deque()
-        self._leadership: tuple[int, Role, int] = (0, Role.FOLLOWER, NONE)
+        self._receiving_since = 0.0  # when the first chunk of the snapshot being received came
         self.applied = 0  # by the disk thread, as the state machine applies
         self.settled = 0  # by the loop: the last index whose proposals are answered
         self.log: DiskLog
@@ -192,9 +195,7 @@ class Replicator:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.wait(self._tasks, timeout=5)
         await self.transport.close()
         await asyncio.get_running_loop().run_in_executor(self._disk, self.log.close)
         self._disk.shutdown()
@@ -431,7 +432,9 @@ class Replicator:
                 self.log.append(ready.entries)
                 if ready.hard_state is not None:
                     self.log.set_hard_state(ready.hard_state)
+                started = time.perf_counter()
                 self.log.sync()
+                self.observer.fsynced(time.perf_counter() - started)
                 return
             except OSError as exc:
                 log.error("cannot persist the raft log, retrying: %s", exc)
@@ -445,6 +448,9 @@ class Replicator:
         fsync_dir(self.dir)
         self.machine.restore(state)
         self.applied = self.settled = meta.index
+        self.observer.snapshot_installed(
+            time.perf_counter() - self._receiving_since, os.path.getsize(self.snapshot_path)
+        )
         log.info("installed a snapshot at index %d (term %d)", meta.index, meta.term)
 
     def _apply(self, entries: list[Entry]) -> list[Any]:
@@ -480,19 +486,19 @@ class Replicator:
         self._maybe_snapshot()
 
     def _note_leadership(self) -> None:
-        """Log each change of term, role or leader; a lost leadership ends the waits that can
-        no longer succeed here, so callers retry at once instead of timing out."""
-        now = (self.core.term, self.core.role, self.core.leader)
-        if now == self._leadership:
+        """Log each change of term, role or leader (and tell the observer); a lost leadership ends
+        the waits that can no longer succeed here, so callers retry at once instead of timing out."""
+        term, role, leader = self.core.term, self.core.role, self.core.leader
+        role_name = {Role.LEADER: "leader", Role.FOLLOWER: "follower"}.get(role, "candidate")
+        address = self._address(leader) if leader else None
+        if not self._leadership.update(term, role_name, address, self.observer):
             return
-        self._leadership = now
-        term, role, leader = now
         if role == Role.LEADER:
             log.info("raft term %d: leading", term)
-        elif role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+        elif role_name == "candidate":
             log.info("raft term %d: calling an election", term)
         else:
-            log.info("raft term %d: %s", term, f"following {self._address(leader)}" if leader else "no leader known")
+            log.info("raft term %d: %s", term, f"following {address}" if address else "no leader known")
         reads, self._reads = self._reads, {}
         forwarded, self._forwarded = self._forwarded, {}
         for callback in reads.values():
@@ -582,6 +588,7 @@ class Replicator:
         to = message.to
         address = self._address(to)
         ok = False
+        started = time.perf_counter()
         try:
             if address is None:
                 return
@@ -598,6 +605,7 @@ class Replicator:
             sent = msgspec.structs.replace(message, snapshot=f_meta)
             self.transport.send(to, address, wire.Kind.SNAPSHOT_DONE, wire.SnapshotDone(sent, offset))
             ok = True
+            self.observer.snapshot_sent(time.perf_counter() - started, offset)
         except OSError as exc:
             log.warning("sending a snapshot to %s failed: %s", address, exc)
         finally:
@@ -609,6 +617,7 @@ class Replicator:
             if self._incoming is not None:
                 self._incoming[1].close()
             self._incoming = (peer, open(self.incoming_path, "wb"))  # noqa: SIM115 - kept open across frames
+            self._receiving_since = time.perf_counter()
         if self._incoming is None or self._incoming[0] != peer or self._incoming[1].tell() != chunk.offset:
             return  # a stream we joined midway, or from another sender: wait for a fresh one
         self._incoming[1].write(chunk.data)

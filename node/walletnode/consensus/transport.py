@@ -10,7 +10,6 @@ again with a fresh DNS lookup.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import struct
@@ -50,6 +49,7 @@ class _Link:
         self.frames: deque[bytes] = deque()
         self.queued = 0
         self.connected = False
+        self.stopped = False
         self.wake = asyncio.Event()
         self.room = asyncio.Event()
         self.room.set()
@@ -67,9 +67,15 @@ class _Link:
         self.queued = 0
         self.room.set()
 
+    def stop(self) -> None:
+        # A flag as well as the cancel: Python 3.11's wait_for can swallow a cancellation that
+        # arrives as the connect completes, and the loop would then dial on for ever.
+        self.stopped = True
+        self.task.cancel()
+
     async def _run(self) -> None:
         transport = self.transport
-        while True:
+        while not self.stopped:
             writer = None
             try:
                 host, port = split_address(self.address)
@@ -153,10 +159,9 @@ class PeerTransport:
         if self._server is not None:
             self._server.close()
         for link in self.links.values():
-            link.task.cancel()
-        for link in self.links.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await link.task
+            link.stop()
+        if self.links:
+            await asyncio.wait([link.task for link in self.links.values()], timeout=self.timeout_s)
         self.links.clear()
 
     # -- sending ----------------------------------------------------------------------------
@@ -182,7 +187,7 @@ class PeerTransport:
     def forget(self, keep: Callable[[int], bool]) -> None:
         """Close the links of peers that are no longer members."""
         for peer in [p for p in self.links if not keep(p)]:
-            self.links.pop(peer).task.cancel()
+            self.links.pop(peer).stop()
 
     # -- receiving --------------------------------------------------------------------------
 

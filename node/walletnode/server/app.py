@@ -92,7 +92,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error(500, "internal", "internal error; see the node's log")
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-    request.app[NODE_KEY].metrics.observe_request(route, response.status, time.perf_counter() - started)
+    request.app[NODE_KEY].metrics.observe_request(request.method, route, response.status, time.perf_counter() - started)
     return response
 
 

@@ -7,6 +7,7 @@ credit). Listeners hear of every applied entry, for the event stream and metrics
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -21,6 +22,7 @@ class AppliedEntry(msgspec.Struct, frozen=True):
     audit_hash: bytes
     entry: bytes
     results: list[Code]
+    apply_seconds: float = 0.0
 
 
 Listener = Callable[[AppliedEntry], None]
@@ -49,9 +51,12 @@ class LedgerMachine:
     # -- StateMachine (Raft thread) ---------------------------------------------------------
 
     def apply(self, entry: bytes) -> list[Code]:
+        started = time.perf_counter()
         with self._lock:
             results = self._ledger.apply_entry_bytes(entry)
-            applied = AppliedEntry(self._ledger.seq, self._ledger.audit_hash, entry, results)
+            applied = AppliedEntry(
+                self._ledger.seq, self._ledger.audit_hash, entry, results, time.perf_counter() - started
+            )
         for listener in self._listeners:
             listener(applied)
         return results

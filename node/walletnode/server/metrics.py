@@ -1,12 +1,17 @@
-"""Prometheus metrics of one node (its own registry, so several nodes can share a process in tests)."""
+"""Prometheus metrics of one node (its own registry, so several nodes can share a process in tests).
+
+Names follow Prometheus conventions (base units in names, `_total` counters); docs/operations.md
+lists them and the alerts built on them.
+"""
 
 from __future__ import annotations
 
+import os
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -14,10 +19,17 @@ from ..ledger.codes import Code
 from ..ledger.commands import Command
 from .machine import AppliedEntry
 
+# Seconds, from a fast disk's fsync (~100 µs) to a stalled one.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+SNAPSHOT_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
 
 class Metrics:
+    """The node's registry; also the consensus engine's `RaftObserver`."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU, open fds
         self.commands = Counter(
             "walletnode_commands_total",
             "Commands answered by this node, by kind and result",
@@ -35,8 +47,55 @@ class Metrics:
         )
         self.requests = Histogram(
             "walletnode_http_request_seconds",
-            "HTTP request latency by route and status",
-            ["route", "status"],
+            "HTTP request latency by method, route and status",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.apply_seconds = Histogram(
+            "walletnode_apply_seconds",
+            "Time to apply one committed entry to the ledger",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "walletnode_commit_seconds",
+            "From proposing an entry to its being applied on this node (replication, fsync and apply)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.fsync_seconds = Histogram(
+            "walletnode_journal_fsync_seconds",
+            "Duration of each fsync of the Raft journal",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.elections = Counter(
+            "walletnode_raft_elections_total", "Elections this member called", registry=self.registry
+        )
+        self.leader_changes = Counter(
+            "walletnode_raft_leader_changes_total",
+            "Times this member came to know a different leader",
+            registry=self.registry,
+        )
+        self.snapshot_send = Histogram(
+            "walletnode_raft_snapshot_send_seconds",
+            "As leader: duration of each snapshot sent to a follower",
+            buckets=SNAPSHOT_BUCKETS,
+            registry=self.registry,
+        )
+        self.snapshot_sent_bytes = Counter(
+            "walletnode_raft_snapshot_sent_bytes_total", "Snapshot bytes sent to followers", registry=self.registry
+        )
+        self.snapshot_install = Histogram(
+            "walletnode_raft_snapshot_install_seconds",
+            "Duration of each snapshot received from the leader, from first chunk to loaded",
+            buckets=SNAPSHOT_BUCKETS,
+            registry=self.registry,
+        )
+        self.snapshot_installed_bytes = Counter(
+            "walletnode_raft_snapshot_installed_bytes_total",
+            "Snapshot bytes received and loaded",
             registry=self.registry,
         )
 
@@ -46,6 +105,7 @@ class Metrics:
     def observe_entry(self, applied: AppliedEntry) -> None:
         self.entries.inc()
         self.entry_commands.observe(len(applied.results))
+        self.apply_seconds.observe(applied.apply_seconds)
 
     def observe_results(self, commands: Sequence[Command], results: Sequence[Code]) -> None:
         for (kind, result), n in Tally(
@@ -53,11 +113,47 @@ class Metrics:
         ).items():
             self.commands.labels(kind, result).inc(n)
 
-    def observe_request(self, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, str(status)).observe(seconds)
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    # -- RaftObserver (called on the Raft thread) -------------------------------------------
+
+    def fsynced(self, seconds: float) -> None:
+        self.fsync_seconds.observe(seconds)
+
+    def election_called(self, term: int) -> None:
+        self.elections.inc()
+
+    def leader_changed(self, term: int, leader: str) -> None:
+        self.leader_changes.inc()
+
+    def snapshot_sent(self, seconds: float, size: int) -> None:
+        self.snapshot_send.observe(seconds)
+        self.snapshot_sent_bytes.inc(size)
+
+    def snapshot_installed(self, seconds: float, size: int) -> None:
+        self.snapshot_install.observe(seconds)
+        self.snapshot_installed_bytes.inc(size)
+
+
+def volume_gauges(metrics: Metrics, data_dir: str) -> None:
+    """Size, used and free bytes of the file system holding the data directory (free: for non-root,
+    as the node runs). Alerts predict from `free` when the volume will be full."""
+
+    def read(field: str) -> Callable[[], float]:
+        def value() -> float:
+            fs = os.statvfs(data_dir)
+            size, free = fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
+            return {"size": size, "free": free, "used": size - fs.f_bfree * fs.f_frsize}[field]
+
+        return value
+
+    metrics.gauge("walletnode_data_volume_size_bytes", "Size of the data volume", read("size"))
+    metrics.gauge("walletnode_data_volume_used_bytes", "Bytes used on the data volume", read("used"))
+    metrics.gauge("walletnode_data_volume_free_bytes", "Bytes free on the data volume for the node", read("free"))
 
 
 def raft_gauges(metrics: Metrics, status: Callable[[], dict[str, Any]]) -> None:
@@ -66,6 +162,7 @@ def raft_gauges(metrics: Metrics, status: Callable[[], dict[str, Any]]) -> None:
     metrics.gauge("walletnode_raft_applied_index", "Raft applied index", lambda: status()["applied_index"])
     metrics.gauge("walletnode_raft_is_leader", "1 if this node is the leader", lambda: status()["role"] == "leader")
     metrics.gauge("walletnode_journal_bytes", "Bytes in the Raft journal", lambda: status()["journal_bytes"])
+    metrics.gauge("walletnode_raft_members", "Members of the Raft configuration", lambda: len(status()["members"]))
     metrics.registry.register(_PeerCollector(status))
 
 

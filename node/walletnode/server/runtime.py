@@ -19,7 +19,7 @@ from . import identity
 from .batcher import GroupCommitter, OutcomeUnknown, Unavailable
 from .events import EventWindow
 from .machine import LedgerMachine
-from .metrics import Metrics, raft_gauges
+from .metrics import Metrics, raft_gauges, volume_gauges
 from .verifier import Verifier
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,12 @@ class LedgerNode:
             self.machine,
             self._settings,
             bind_address=self.config.raft_bind,
+            observer=self.metrics,
         )
         await self.raft.start()
         raft_gauges(self.metrics, self.raft.status)
-        self.committer = GroupCommitter(self.raft)
+        volume_gauges(self.metrics, self.config.data_dir)
+        self.committer = GroupCommitter(self.raft, observe_commit=self.metrics.commit_seconds.observe)
         self._tasks.append(asyncio.create_task(self._keep_minters_configured()))
 
     async def stop(self) -> None:
