@@ -147,6 +147,12 @@ class _SyncingTransport(TCPTransport):
         self._held_back: dict[Any, int] = {}
 
     def send(self, node: Any, message: Any) -> bool:
+        if message.get("type") == "apply_command" and not self.is_connected(node):
+            # A follower forwards a command to the leader it believes in and ignores a failed send:
+            # the command's caller then waited for an answer that could never come. Not sent at all
+            # means not applied: say so at once.
+            self._syncObj.refuse_forward(message.get("request_id"))
+            return False
         entries = message.get("entries")
         if entries and self.unsent_bytes(node) >= PEER_WINDOW_BYTES:
             self._held_back.setdefault(node, entries[0][1])
@@ -169,6 +175,10 @@ class _SyncingTransport(TCPTransport):
         """Per follower, the first entry index that was held back since the last call."""
         held, self._held_back = self._held_back, {}
         return held
+
+    def is_connected(self, node: Any) -> bool:
+        connection = self._connections.get(node)
+        return connection is not None and connection.state == _tcp_module.CONNECTION_STATE.CONNECTED
 
     def unsent_bytes(self, node: Any) -> int:
         connection = self._connections.get(node)
@@ -252,6 +262,12 @@ class _Engine(PreVote, SyncObj):
 
     def sync_journal(self) -> None:
         self._journal.sync()
+
+    def refuse_forward(self, request_id: int | None) -> None:
+        """Fail a command that could not be forwarded to the leader: nothing left this node."""
+        callback = self._SyncObj__commandsWaitingReply.pop(request_id, None)
+        if callback is not None:
+            callback(None, FAIL_REASON.MISSING_LEADER)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802,N803 - pysyncobj's names
         self._pre_vote_before_tick()
@@ -370,6 +386,8 @@ class RaftReplicator:
             dnsFailCacheTime=1.0,
         )
         self._compact_bytes = settings.compact_bytes
+        self.election_timeout_s = settings.election_max_s
+        self._started_at = monotonic()
         self._leadership: tuple[int, int, str | None] = (0, 0, None)
         self._engine = _Engine(self_address, peers, conf, self.journal, machine)
         self._engine.addOnTickCallback(self._on_tick)
@@ -443,6 +461,34 @@ class RaftReplicator:
             "connected": connected,
             "match_index": match,
         }
+
+    def quorum_known_at(self) -> float:
+        """When (monotonic clock) this node last knew of a leader backed by a quorum: for a leader,
+        the last moment a majority (itself included) had answered it; for any other member, the last
+        message heard from a leader (or the node's start, if none was heard since)."""
+        engine = self._engine
+        if engine._SyncObj__raftState != _RAFT_STATE.LEADER:
+            return max(engine._pre_vote_leader_heard_at, self._started_at)
+        needed = (len(engine._SyncObj__otherNodes) + 1) // 2  # answers that make a majority with its own
+        if needed == 0:
+            return monotonic()
+        # dict.copy runs in C under the GIL: the Raft thread cannot resize the dict halfway through.
+        heard = sorted(engine._SyncObj__lastResponseTime.copy().values(), reverse=True)
+        return heard[needed - 1] if len(heard) >= needed else self._started_at
+
+    @property
+    def leader_with_quorum_known(self) -> bool:
+        """True while this node is connected to a leader (or, leading, to a majority), and one with a
+        quorum was known within the last election timeout (a follower that hears nothing for that long
+        would call an election). A SIGKILLed peer's connection drops at once: no need to wait for that."""
+        engine = self._engine
+        connected = engine._SyncObj__connectedNodes
+        if engine._SyncObj__raftState == _RAFT_STATE.LEADER:
+            others = engine._SyncObj__otherNodes
+            reachable = len(others & connected) >= (len(others) + 1) // 2
+        else:
+            reachable = engine._SyncObj__raftLeader in connected
+        return reachable and monotonic() - self.quorum_known_at() < self.election_timeout_s
 
     @property
     def is_leader(self) -> bool:

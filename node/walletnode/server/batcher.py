@@ -4,11 +4,19 @@ Requests queue here; whenever fewer than `max_inflight` entries are being replic
 queued (up to `max_entry_commands`) is proposed as one entry. Under load, entries grow and fsyncs
 are shared; when idle, a lone request is proposed at once. Linearizable reads queue the same way
 and share one read barrier.
+
+Nothing is handed to Raft while this node knows no leader with a quorum (`RaftReplicator.
+leader_with_quorum_known`): requests wait for one, and once none has been known for twice the
+election timeout (time for the old leader to be given up and a new one elected), every request
+not yet handed over fails with `Unavailable` (nothing applied, safe to retry anywhere), and new
+ones fail at once. A request already handed over keeps waiting for its outcome: only a timeout
+makes it `OutcomeUnknown`, since its entry may have been appended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,21 +62,27 @@ class GroupCommitter:
         self._timeout = timeout_s
         self._queue: list[_Pending] = []
         self._readers: list[asyncio.Future[None]] = []
+        self._reading: list[asyncio.Future[None]] = []  # waiting on the barrier in flight
+        self._watching = False
         self._inflight = 0
         self._barrier_inflight = False
         self.entries_proposed = 0
 
     async def submit(self, commands: list[Command]) -> list[Code]:
+        self._check_quorum_known()
         pending = _Pending(list(commands))
         self._queue.append(pending)
         self._flush()
+        self._watch()
         try:
             return await self._wait(pending.future)
         except OutcomeUnknown:
+            if pending.slot is None:  # timed out before it was handed to Raft: nothing was applied
+                self._queue.remove(pending)
+                raise Unavailable("timed out waiting for a free replication slot") from None
             # An entry whose index is overwritten after a leader change may not be called back
             # until the log reaches that index again; do not let it hold a slot meanwhile.
-            if pending.slot is not None:
-                self._release(pending.slot)
+            self._release(pending.slot)
             raise
 
     async def propose(self, entry: Entry) -> list[Code]:
@@ -85,9 +99,11 @@ class GroupCommitter:
         """
         deadline = self._loop.time() + self._timeout
         while True:
+            self._check_quorum_known()
             future: asyncio.Future[None] = self._loop.create_future()
             self._readers.append(future)
             self._flush_readers()
+            self._watch()
             try:
                 await self._wait(future)
                 return
@@ -100,11 +116,46 @@ class GroupCommitter:
         try:
             return await asyncio.wait_for(asyncio.shield(future), self._timeout)
         except TimeoutError:
+            # Nobody waits for it any more: cancelled, a late outcome is dropped instead of being
+            # logged as "Future exception was never retrieved".
+            future.cancel()
             raise OutcomeUnknown("timed out waiting for the cluster") from None
+
+    # -- no leader with a quorum ---------------------------------------------------------------
+
+    def _quorum_lost(self) -> bool:
+        """No leader with a quorum known for two election timeouts: give up on one for now."""
+        return time.monotonic() - self._raft.quorum_known_at() >= 2 * self._raft.election_timeout_s
+
+    def _check_quorum_known(self) -> None:
+        if self._quorum_lost():
+            raise Unavailable(f"no leader with a quorum known for {2 * self._raft.election_timeout_s:g} s")
+
+    def _watch(self) -> None:
+        """While requests wait, look every few milliseconds whether they can go or must give up."""
+        if not self._watching and (self._queue or self._readers or self._reading):
+            self._watching = True
+            self._loop.call_later(0.02, self._on_watch)
+
+    def _on_watch(self) -> None:
+        self._watching = False
+        if self._raft.leader_with_quorum_known:
+            self._flush()
+            self._flush_readers()
+        elif self._quorum_lost():
+            waiting = [p.future for p in self._queue] + self._readers + self._reading
+            self._queue, self._readers, self._reading = [], [], []
+            self._barrier_inflight = False  # a late answer to the abandoned barrier releases nobody
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(Unavailable("no leader with a quorum"))
+        self._watch()
 
     # -- writes -----------------------------------------------------------------------------
 
     def _flush(self) -> None:
+        if not self._raft.leader_with_quorum_known:
+            return  # held here until one is known, or failed by _on_watch
         while self._queue and self._inflight < self._max_inflight:
             batch: list[_Pending] = []
             count = 0
@@ -154,9 +205,10 @@ class GroupCommitter:
     # -- reads ------------------------------------------------------------------------------
 
     def _flush_readers(self) -> None:
-        if self._barrier_inflight or not self._readers:
+        if self._barrier_inflight or not self._readers or not self._raft.leader_with_quorum_known:
             return
         readers, self._readers = self._readers, []
+        self._reading = readers
         self._barrier_inflight = True
 
         def on_raft_thread(_result: Any, outcome: Outcome) -> None:
@@ -165,7 +217,9 @@ class GroupCommitter:
         self._raft.barrier(on_raft_thread)
 
     def _release_readers(self, readers: list[asyncio.Future[None]], outcome: Outcome) -> None:
-        self._barrier_inflight = False
+        if readers is self._reading:
+            self._reading = []
+            self._barrier_inflight = False
         for future in readers:
             if future.done():
                 continue
