@@ -144,9 +144,16 @@ start() {
   running_pid "$name" >/dev/null && return 0
   args=$("args_${name//-/_}")
   mkdir -p "$STATE_DIR/logs" "$STATE_DIR/run"
-  # 8>&-: the daemon must not inherit (and so hold forever) the lock of hack/k8s/up.
-  # shellcheck disable=SC2086  # args are generated above without spaces inside a value
-  setsid "$exe" $args </dev/null >>"$STATE_DIR/logs/$name.log" 2>&1 8>&- &
+  # The daemon must not inherit any descriptor of its caller beyond 0-2: it would hold the lock
+  # of hack/k8s/up (or a caller's own flock, or the pipe a caller reads to its end) forever.
+  (
+    for fd in /proc/"$BASHPID"/fd/*; do
+      fd=${fd##*/}
+      ((fd > 2)) && eval "exec $fd>&-"
+    done
+    # shellcheck disable=SC2086  # args are generated above without spaces inside a value
+    exec setsid "$exe" $args </dev/null >>"$STATE_DIR/logs/$name.log" 2>&1
+  ) &
   echo $! >"$(pid_file "$name")"
 }
 

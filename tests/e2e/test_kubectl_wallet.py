@@ -91,3 +91,18 @@ def test_kubectl_wallet_runs_walletctl_against_every_member(
 
         missing = wallet.run("status", "nosuch")
         assert missing.returncode == 2 and "no WalletCluster 'nosuch'" in missing.stderr, missing.stderr
+
+        # A member whose pod is gone (the operator paused, so nobody brings it back) cannot be forwarded:
+        # it is named, shown down, and still counted, so an attested read needs two of the three.
+        kubectl.run("patch", "wc", WALLET, "-n", ns, "--type", "merge", "-p", '{"spec":{"paused":true}}')
+        kubectl.run("scale", "statefulset", WALLET, "-n", ns, "--replicas", str(MEMBERS - 1))
+        gone = f"{WALLET}-{MEMBERS - 1}"
+        wait_until(f"{gone} to go", lambda: kubectl.get("pod", gone, ns) is None, timeout=60)
+        degraded = wallet.run("status", WALLET, "-o", "json")
+        assert degraded.returncode == 0 and f"{gone}: no port-forward" in degraded.stderr, degraded.stderr
+        rows = json.loads(degraded.stdout)
+        assert sorted(r.get("name", "~down") for r in rows) == [f"{WALLET}-0", f"{WALLET}-1", "~down"], rows
+        (bob,) = wallet("balance", WALLET, "bob")
+        assert bob["balances"] == {"USD": 2550} and len(bob["attested_by"]) == MEMBERS - 1
+        assert len(bob["dissenting"]) == 1, "the member that could not be forwarded still counts"
+        kubectl.run("patch", "wc", WALLET, "-n", ns, "--type", "merge", "-p", '{"spec":{"paused":false}}')
