@@ -12,6 +12,9 @@ from tests.k8s.kube import Helm, Kubectl, hostpath_volumes
 # The class of the pre-bound hostPath volumes on the local cluster (no StorageClass object needed:
 # the claims are bound statically, by claimRef).
 LOCAL_STORAGE_CLASS = "walletcluster-e2e-hostpath"
+# The release (and WalletCluster) name of the ledger chart the tests install, and its size.
+WALLET = "wallet"
+MEMBERS = 3
 # Set on a test item by conftest.py when one of its phases failed.
 FAILED = pytest.StashKey[bool]()
 

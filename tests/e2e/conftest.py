@@ -24,7 +24,7 @@ import pytest
 
 from tests.k8s.kube import Helm, Kubectl, fresh_namespace
 
-from .cluster import FAILED, Cluster
+from .cluster import FAILED, WALLET, Cluster
 
 E2E_KUBECONFIG = os.environ.get("WALLETCLUSTER_E2E_KUBECONFIG")
 
@@ -64,3 +64,15 @@ def e2e_namespace(e2e_cluster: Cluster, request: pytest.FixtureRequest) -> Itera
     keep = lambda: e2e_cluster.keep_for_a_look(request.node)  # noqa: E731
     with fresh_namespace(e2e_cluster.kubectl, request.node.name, keep=keep) as name:
         yield name
+
+
+@pytest.fixture
+def releases(e2e_cluster: Cluster, e2e_namespace: str, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Whatever a failed test left installed is uninstalled (unless kept for a look): the cluster-scoped
+    RBAC would outlive the namespace, and a WalletCluster needs its operator to release it (kopf's
+    finalizer)."""
+    yield
+    if e2e_cluster.keep_for_a_look(request.node):
+        return
+    for release in (WALLET, "operator"):  # the ledger first, while its operator still runs
+        e2e_cluster.helm.run("uninstall", release, "-n", e2e_namespace, "--wait", "--timeout=120s", check=False)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,13 @@ import pytest
 from tests.k8s.kube import REPO, Kubectl, wait_until
 from walletnode.keystore import Keystore
 
-from .cluster import Cluster
+from .cluster import MEMBERS, WALLET, Cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.k8s, pytest.mark.timeout(900, func_only=True)]
 
 OPERATOR_CHART = REPO / "charts" / "walletcluster-operator"
 LEDGER_CHART = REPO / "charts" / "walletcluster"
 OPERATOR = "operator-walletcluster-operator"  # the operator chart's objects for release "operator"
-WALLET = "wallet"
-MEMBERS = 3
 
 
 def sets(values: dict[str, str]) -> list[str]:
@@ -62,18 +59,6 @@ class Walletctl:
             "exec", "-n", self.namespace, self.pod, "--", *self.env, "walletctl", "-o", "json", *args, timeout=120
         ).stdout
         return json.loads(out)
-
-
-@pytest.fixture
-def releases(e2e_cluster: Cluster, e2e_namespace: str, request: pytest.FixtureRequest) -> Iterator[None]:
-    """Whatever a failed test left installed is uninstalled (unless kept for a look): the cluster-scoped
-    RBAC would outlive the namespace, and a WalletCluster needs its operator to release it (kopf's
-    finalizer)."""
-    yield
-    if e2e_cluster.keep_for_a_look(request.node):
-        return
-    for release in (WALLET, "operator"):  # the ledger first, while its operator still runs
-        e2e_cluster.helm.run("uninstall", release, "-n", e2e_namespace, "--wait", "--timeout=120s", check=False)
 
 
 def test_helm_install_brings_up_a_working_ledger(

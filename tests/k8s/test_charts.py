@@ -330,7 +330,7 @@ def test_notes_tell_what_to_do_next(helm: Helm) -> None:
     notes = helm.run(
         "install", "wallet", str(LEDGER), "--dry-run=client", "-n", "ledgers", "--set", f"minters[0]={MINTER}"
     ).stdout
-    assert "WARNING" not in notes and "walletctl" in notes and "port-forward service/wallet 8700:8700" in notes
+    assert "WARNING" not in notes and "kubectl wallet status wallet -n ledgers" in notes
 
 
 def test_the_crd_comes_from_the_single_source_of_truth(helm: Helm, tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ from ..ledger.commands import decode_entry
 EXIT_DISAGREEMENT = 1
 EXIT_REJECTED = 3
 EXIT_UNREACHABLE = 4
+KEY_HEX_CHARS = 64  # an ed25519 public key in hex
 console = Console()
 err_console = Console(stderr=True)
 
@@ -192,16 +193,36 @@ def keys_new(ctx: Context, name: str) -> None:
 @keys.command("list")
 @click.pass_obj
 def keys_list(ctx: Context) -> None:
-    """List stored keys."""
+    """List stored keys with their full public keys (`keys show NAME` prints one alone)."""
     stored = run(ctx.keystore.list)
 
     def table() -> Table:
-        t = Table("name", "public key", "encrypted")
+        # Borderless, so that a key is one word to copy. A key is never cut: on one line whenever
+        # the terminal has room for it (names fold first), folded over lines below that.
+        t = Table("name", "public key", box=None, pad_edge=False, caption_justify="left")
+        t.columns[0].overflow = t.columns[1].overflow = "fold"
+        t.columns[1].no_wrap = console.width >= KEY_HEX_CHARS + 10
         for k in stored:
-            t.add_row(k.name, k.public, "yes" if k.encrypted else "no")
+            t.add_row(k.name, k.public)
+        plain = [k.name for k in stored if not k.encrypted]
+        if plain:
+            t.caption = f"stored unencrypted (empty password): {', '.join(plain)}"
         return t
 
     ctx.emit([{"name": k.name, "public": k.public, "encrypted": k.encrypted} for k in stored], table)
+
+
+@keys.command("show")
+@click.argument("name")
+@click.pass_obj
+def keys_show(ctx: Context, name: str) -> None:
+    """Print the public key of NAME alone (for scripts: minter=$(walletctl keys show minter))."""
+    name = ctx.key_name(name)
+    stored = next(k for k in run(ctx.keystore.list) if k.name == name)
+    if ctx.output == "json":
+        click.echo(json.dumps({"name": stored.name, "public": stored.public, "encrypted": stored.encrypted}))
+    else:
+        click.echo(stored.public)  # not through rich: a narrow terminal must not wrap it
 
 
 @keys.command("delete")
