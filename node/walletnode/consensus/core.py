@@ -411,7 +411,7 @@ class RaftCore:
             elif m.type == MsgType.HEARTBEAT:
                 # min: a member whose disk was wiped holds less than the leader last heard from it.
                 self.log.commit_to(min(m.commit, self.log.last_index()))
-                self._send_to(MsgType.HEARTBEAT_RESP, m.frm, context=m.context)
+                self._send_to(MsgType.HEARTBEAT_RESP, m.frm, context=m.context, index=self.log.last_index())
             else:
                 self._handle_snapshot(m)
         elif m.type == MsgType.TIMEOUT_NOW:
@@ -494,6 +494,11 @@ class RaftCore:
         elif m.type == MsgType.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
+            if m.index < pr.match:
+                # It holds less than it acknowledged: a wiped disk (or an old answer; probing
+                # again costs one round). An idle leader would otherwise never send it anything.
+                pr.match = m.index
+                pr.become_probe()
             if pr.state == State.REPLICATE and pr.inflights.full():
                 pr.inflights.free_to(pr.inflights.sent[0][0])  # let one more through: a lost message
             if pr.match < self.log.last_index():

@@ -271,10 +271,11 @@ def status_of(node: LedgerNode) -> Status:
         known = by_address.get(address)
         members.append(
             MemberStatus(
-                id=known.id if known else -1,
+                id=known.id if known else raft["member_ids"].get(address, -1),
                 name=known.name if known else address.split(".")[0].rpartition(":")[0] or address,
                 raft_address=address,
                 connected=address == node.config.self_member.raft_address or raft["connected"].get(address, False),
+                voter=address not in raft["learners"],
                 match_index=raft["match_index"].get(address),
             )
         )

@@ -117,6 +117,9 @@ class MemberStatus(msgspec.Struct):
     name: Annotated[str, msgspec.Meta(description="member name, e.g. wallet-2")]
     raft_address: Annotated[str, msgspec.Meta(description="host:port of its Raft endpoint")]
     connected: Annotated[bool, msgspec.Meta(description="this node has a live Raft connection to it")]
+    voter: Annotated[
+        bool, msgspec.Meta(description="false while it is a learner: it receives the log, has no vote yet")
+    ]
     match_index: Annotated[
         int | None, msgspec.Meta(description="on the leader, the last Raft index known replicated on it; else null")
     ]
