@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import pysyncobj.syncobj as _syncobj_module
 import pysyncobj.tcp_connection as _tcp_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.dns_resolver import globalDnsResolver
 from pysyncobj.monotonic import monotonic
 from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import _RAFT_STATE
@@ -143,6 +144,7 @@ class _SyncingTransport(TCPTransport):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._peer_errors: dict[str, str] = {}
         super().__init__(*args, **kwargs)
         self._held_back: dict[Any, int] = {}
 
@@ -164,6 +166,33 @@ class _SyncingTransport(TCPTransport):
             if connection.state == _tcp_module.CONNECTION_STATE.CONNECTING:
                 connection._TcpConnection__processConnectionTimeout()
         super()._onTick()
+
+    def _connectIfNecessarySingle(self, node: Any) -> bool:  # noqa: N802 - pysyncobj's name
+        """pysyncobj retries a peer it cannot reach without a word of why; note it (peer_errors)."""
+        last = self._lastConnectAttempt.get(node)
+        started = bool(super()._connectIfNecessarySingle(node))
+        if self._lastConnectAttempt.get(node) != last:  # an attempt was made just now
+            ip = globalDnsResolver().resolve(node.host)  # cached by that attempt
+            if ip is None:
+                self._set_peer_error(node.id, f"cannot resolve {node.host}")
+            elif not started or last is not None:  # a retry: the previous attempt did not last
+                self._set_peer_error(node.id, f"cannot connect to {node.host} ({ip}:{node.port})")
+        return started
+
+    def _onNodeConnected(self, node: Any) -> None:  # noqa: N802 - pysyncobj's name
+        self._set_peer_error(node.id, None)
+        super()._onNodeConnected(node)
+
+    def _set_peer_error(self, address: str, error: str | None) -> None:
+        # Replaced, never changed in place: the HTTP thread reads it while the Raft thread writes.
+        errors = {a: e for a, e in self._peer_errors.items() if a != address}
+        if error is not None:
+            errors[address] = error
+        self._peer_errors = errors
+
+    def peer_errors(self) -> dict[str, str]:
+        """Per peer address this node fails to dial, why (unresolvable name, no answer)."""
+        return self._peer_errors
 
     def take_held_back(self) -> dict[Any, int]:
         """Per follower, the first entry index that was held back since the last call."""
@@ -441,6 +470,7 @@ class RaftReplicator:
             "has_quorum": raw["has_quorum"],
             "members": members,
             "connected": connected,
+            "peer_errors": self._engine._SyncObj__transport.peer_errors(),
             "match_index": match,
         }
 

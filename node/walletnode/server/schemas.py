@@ -82,6 +82,9 @@ class MemberStatus(msgspec.Struct):
     raft_address: str
     connected: bool
     match_index: int | None
+    # Why this node cannot reach that member (unresolvable name, no answer); None when it can or
+    # when the other member is the one that dials (Raft connects from the higher address).
+    error: str | None = None
 
 
 class Status(msgspec.Struct):
