@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .diagnosis import Problem, summary
 from .spec import Spec
 
 
@@ -41,6 +42,7 @@ class Observed:
     members_arg: int  # the --replicas the pod template currently carries
     pods: tuple[PodView, ...]
     raft: RaftView | None
+    problems: tuple[Problem, ...] = ()  # why pods or members are not coming up (diagnosis.py)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class Plan:
     members_arg: int
     action: Action | None
     phase: str
-    conditions: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    # type -> (status, message, reason); reason None: the type itself, or Not<type> when False
+    conditions: dict[str, tuple[bool, str, str | None]] = field(default_factory=dict)
 
 
 def decide(spec: Spec, seen: Observed, address_of: dict[int, str]) -> Plan:
@@ -112,17 +115,27 @@ def decide(spec: Spec, seen: Observed, address_of: dict[int, str]) -> Plan:
     return Plan(members, members, None, phase, _conditions(spec, seen, ""))
 
 
-def _conditions(spec: Spec, seen: Observed, progress: str) -> dict[str, tuple[bool, str]]:
+def _conditions(spec: Spec, seen: Observed, progress: str) -> dict[str, tuple[bool, str, str | None]]:
     ready = sum(p.ready for p in seen.pods)
+    why = f": {summary(seen.problems)}" if seen.problems else ""
+    cause = seen.problems[0].reason if seen.problems else None
+    all_ready = seen.raft is not None and ready >= spec.replicas and not progress
+    no_leader = seen.raft is None and seen.statefulset_exists and any(p.running for p in seen.pods)
     return {
         "Ready": (
-            seen.raft is not None and ready >= spec.replicas and not progress,
-            f"{ready}/{spec.replicas} members ready",
+            all_ready,
+            f"{ready}/{spec.replicas} members ready" + ("" if all_ready else why),
+            None if all_ready else cause,
         ),
-        "Available": (seen.raft is not None, "a leader accepts writes" if seen.raft else "no leader with a quorum"),
-        "Progressing": (bool(progress), progress or "nothing to do"),
+        "Available": (
+            seen.raft is not None,
+            "a leader accepts writes" if seen.raft else f"no leader with a quorum{why}",
+            None if seen.raft else cause,
+        ),
+        "Progressing": (bool(progress), progress or "nothing to do", None),
         "QuorumLost": (
-            seen.raft is None and seen.statefulset_exists and any(p.running for p in seen.pods),
-            "no member reports a leader" if seen.raft is None else "a leader is known",
+            no_leader,
+            f"no member reports a leader{why}" if seen.raft is None else "a leader is known",
+            cause if no_leader else None,
         ),
     }
