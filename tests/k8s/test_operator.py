@@ -24,7 +24,7 @@ from nacl.signing import SigningKey
 from walletnode.client import WalletClient
 from walletnode.ledger.signing import public_hex
 
-from .kube import Kubectl, KubectlError, hostpath_volumes, wait_until
+from .kube import Kubectl, KubectlError, wait_until
 from .silent_proxy import SilentProxy
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900, func_only=True)]
@@ -148,13 +148,6 @@ def _alive(port: int) -> bool | None:
 
 
 @pytest.fixture
-def volumes(kubectl: Kubectl, namespace: str) -> Iterator[None]:
-    """hostPath PersistentVolumes pre-bound to the claims the StatefulSet will make (no provisioner here)."""
-    with hostpath_volumes(kubectl, namespace, "wallet", 5):
-        yield
-
-
-@pytest.fixture
 def next_node_image(node_image: str) -> str:
     """The node image under a second tag, as an upgrade would bring (same bits, another name)."""
     tagged = "walletcluster/node:next"
@@ -223,9 +216,7 @@ def pdb_min(kubectl: Kubectl, namespace: str) -> int:
     return int(kubectl.get("pdb", "wallet", namespace)["spec"]["minAvailable"])  # type: ignore[index]
 
 
-def test_walletcluster_lifecycle(
-    node_image: str, operator: Operator, volumes: None, kubectl: Kubectl, namespace: str
-) -> None:
+def test_walletcluster_lifecycle(node_image: str, operator: Operator, kubectl: Kubectl, namespace: str) -> None:
     applied = time.monotonic()
     kubectl.apply(readme_example(), namespace)
     wait_until(
@@ -283,7 +274,7 @@ def test_walletcluster_lifecycle(
 
 
 def test_scaling_and_a_rolling_upgrade_under_load_lose_nothing(
-    next_node_image: str, operator: Operator, volumes: None, kubectl: Kubectl, namespace: str
+    next_node_image: str, operator: Operator, kubectl: Kubectl, namespace: str
 ) -> None:
     """Scale 3 -> 5, roll every pod (new image and Raft timing), scale 5 -> 3, while a client writes; the
     operator is SIGKILLed and restarted in the middle of the scale-up and of the roll."""
