@@ -273,6 +273,31 @@ def test_walletcluster_lifecycle(node_image: str, operator: Operator, kubectl: K
     assert kubectl.get("pvc", "data-wallet-0", namespace) is not None, "reclaimPolicy Retain keeps the data"
 
 
+def test_a_cluster_that_cannot_come_up_says_why(
+    k8s_node: str, operator: Operator, kubectl: Kubectl, namespace: str
+) -> None:
+    """Conditions and Warning Events name the cause: an image the node cannot get, and claims no
+    StorageClass serves (the scheduler's words)."""
+    kubectl.apply(cluster("noimage", replicas=1, image="walletcluster/node:absent", imagePullPolicy="Never"), namespace)
+    kubectl.apply(cluster("noclass", replicas=1, storage={"storageClassName": "absent"}), namespace)
+
+    def available(name: str, reason: str) -> dict[str, Any] | None:
+        conditions = ((kubectl.get("wc", name, namespace) or {}).get("status") or {}).get("conditions") or []
+        found = next((c for c in conditions if c["type"] == "Available"), None)
+        return found if found and found["status"] == "False" and found["reason"] == reason else None
+
+    pull = wait_until("the image error in a condition", lambda: available("noimage", "ImagePullFailed"), timeout=120)
+    assert "walletcluster/node:absent cannot be pulled: ErrImageNeverPull" in pull["message"], pull
+    unscheduled = wait_until("the scheduler's reason", lambda: available("noclass", "PodUnschedulable"), timeout=120)
+    assert "noclass-0 cannot be scheduled:" in unscheduled["message"], unscheduled
+    assert "unbound immediate PersistentVolumeClaims" in unscheduled["message"], unscheduled
+    warnings = {
+        (e["involvedObject"]["name"], e["reason"])
+        for e in kubectl.json("get", "events", "-n", namespace, "--field-selector", "type=Warning")["items"]
+    }
+    assert {("noimage", "ImagePullFailed"), ("noclass", "PodUnschedulable")} <= warnings, warnings
+
+
 def test_scaling_and_a_rolling_upgrade_under_load_lose_nothing(
     next_node_image: str, operator: Operator, kubectl: Kubectl, namespace: str
 ) -> None:
