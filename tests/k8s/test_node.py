@@ -140,6 +140,12 @@ def test_after_down_and_up_old_pods_and_dns_work_again(kubectl: Kubectl, k8s_nod
     60 s of `up` a new pod resolves a Service and a StatefulSet pod's headless name, and reaches it."""
     web(kubectl, namespace, 1)
     wait_ready(kubectl, namespace, "web-0")
+    # What the fault tests do on the same machine: `ip netns add` bind-mounts /run/netns onto itself
+    # (the first time), hiding the network namespaces mounted there before; containerd then could not
+    # remove those pods' sandboxes, and kubelet kept them, with no network, after `up`.
+    probe = f"wc-test-{namespace[-6:]}"
+    for step in ("add", "delete"):
+        subprocess.run(["ip", "netns", step, probe], check=True, capture_output=True, timeout=30)
     down = subprocess.run([str(HACK / "down")], capture_output=True, text=True, timeout=600)
     assert down.returncode == 0, down.stderr[-3000:]
     run_up("--with-node")
@@ -148,7 +154,7 @@ def test_after_down_and_up_old_pods_and_dns_work_again(kubectl: Kubectl, k8s_nod
     kubectl.apply(pod("client", "exec sleep 3600"), namespace)
     fqdn = f"web-0.web.{namespace}.svc.cluster.local"
     checks = [
-        ("nslookup", "kubernetes.default"),
+        ("nslookup", "kubernetes.default.svc.cluster.local"),
         ("nslookup", fqdn),
         ("timeout", "5", "wget", "-qO-", "http://web-0.web:8080/"),
     ]
