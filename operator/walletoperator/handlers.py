@@ -16,6 +16,7 @@ import httpx
 import kopf
 
 from . import builders, metrics
+from .diagnosis import Problem, new_problems, peer_problems, pod_problem
 from .kube import Kube
 from .plan import Action, Condition, Observed, PodView, RaftView, decide, status_conditions
 from .spec import GROUP, HTTP_PORT, PLURAL, VERSION, ClusterRef, Spec
@@ -24,6 +25,8 @@ _kube: Kube | None = None
 # kopf runs timers concurrently with change handlers; one reconcile per cluster at a time.
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
+# Per cluster, the problems already told in an Event (each is told once while it lasts).
+_reported: dict[str, frozenset[tuple[str, str]]] = {}
 
 
 def kube() -> Kube:
@@ -103,6 +106,7 @@ def _reconcile(body: kopf.Body, spec: kopf.Spec, ref: ClusterRef, patch: kopf.Pa
     seen = observe(k, ref, wanted)
     address_of = {i: builders.raft_address(ref, i) for i in range(max(wanted.replicas, seen.statefulset_pods) + 1)}
     plan = decide(wanted, seen, address_of)
+    _report(body, ref.uid, seen.problems)
     if wanted.paused:
         _status(patch, body, wanted, seen, "Paused", plan.conditions, ref)
         return
@@ -122,6 +126,7 @@ def observe(k: Kube, ref: ClusterRef, wanted: Spec) -> Observed:
     sts = k.get("apps/v1", "StatefulSet", ref.name, ref.namespace)
     pods: list[PodView] = []
     statuses: list[dict[str, Any]] = []
+    problems: list[Problem] = []
     template_hash = builders.config_hash(wanted)
     for pod in k.pods(ref.namespace, builders.selector(ref)):
         meta, status = pod["metadata"], pod.get("status") or {}
@@ -134,6 +139,9 @@ def observe(k: Kube, ref: ClusterRef, wanted: Spec) -> Observed:
         ip = status.get("podIP")
         current = (meta.get("annotations") or {}).get(builders.CONFIG_HASH) == template_hash
         pods.append(PodView(ordinal, meta["name"], running, ready, current, builders.raft_address(ref, ordinal), ip))
+        problem = pod_problem(pod)
+        if problem is not None:
+            problems.append(problem)
         if running and ip:
             node_status = _node_status(ip)
             if node_status is not None:
@@ -149,6 +157,8 @@ def observe(k: Kube, ref: ClusterRef, wanted: Spec) -> Observed:
             top["applied_index"],
             tuple(m["raft_address"] for m in top["members"]),
         )
+    if raft is None or not all(p.ready for p in pods):
+        problems.extend(peer_problems(statuses))
     members_arg = wanted.replicas
     if sts is not None:
         args = sts["spec"]["template"]["spec"]["containers"][0].get("args", [])
@@ -160,6 +170,7 @@ def observe(k: Kube, ref: ClusterRef, wanted: Spec) -> Observed:
         members_arg,
         tuple(sorted(pods, key=lambda p: p.ordinal)),
         raft,
+        tuple(problems),
     )
 
 
@@ -169,6 +180,13 @@ def _node_status(ip: str) -> dict[str, Any] | None:
         return dict(r.json()) if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
+
+
+def _report(body: kopf.Body, uid: str, problems: tuple[Problem, ...]) -> None:
+    """A Warning Event for each problem that was not there at the previous reconcile."""
+    for problem in new_problems(problems, _reported.get(uid, frozenset())):
+        kopf.warn(body, reason=problem.reason, message=problem.message)
+    _reported[uid] = frozenset(p.key for p in problems)
 
 
 def take(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .diagnosis import Problem, summary
 from .spec import Spec
 
 
@@ -41,6 +42,7 @@ class Observed:
     members_arg: int  # the --replicas the pod template currently carries
     pods: tuple[PodView, ...]
     raft: RaftView | None
+    problems: tuple[Problem, ...] = ()  # why pods or members are not coming up (diagnosis.py)
 
 
 @dataclass(frozen=True)
@@ -148,22 +150,27 @@ def _conditions(spec: Spec, seen: Observed, progress: tuple[str, str] | None) ->
     raft = seen.raft
     running = [p for p in seen.pods if p.running]
     lost = raft is None and seen.statefulset_exists and bool(running)
+    # Why pods or members are not coming up (diagnosis.py): the first cause names the reason.
+    why = f": {summary(seen.problems)}" if seen.problems else ""
+    cause = seen.problems[0].reason if seen.problems else None
     if raft is not None and len(ready) >= spec.replicas and progress is None:
         ready_condition = Condition(True, "AllMembersReady", counted)
     else:
-        ready_reason = "NoLeader" if raft is None else progress[0] if progress else "MembersNotReady"
-        ready_condition = Condition(False, ready_reason, counted)
+        ready_reason = cause or ("NoLeader" if raft is None else progress[0] if progress else "MembersNotReady")
+        ready_condition = Condition(False, ready_reason, counted + why)
     return {
         "Ready": ready_condition,
         "Available": Condition(True, "LeaderElected", f"{raft.leader} leads term {raft.term}; writes are accepted")
         if raft
-        else Condition(False, "NoLeader", "no member reports a leader: writes and linearizable reads are refused"),
+        else Condition(
+            False, cause or "NoLeader", f"no member reports a leader: writes and linearizable reads are refused{why}"
+        ),
         "Progressing": Condition(True, *progress) if progress else Condition(False, "UpToDate", "nothing to do"),
         "QuorumLost": Condition(
             True,
-            "NoMemberReportsLeader",
+            cause or "NoMemberReportsLeader",
             f"{len(running)} of {seen.members_arg} member pod(s) run but none reports a leader: a majority of the "
-            "members is down or cannot reach the others",
+            f"members is down or cannot reach the others{why}",
         )
         if lost
         else Condition(False, "QuorumHeld" if raft else "NotStarted", "a leader is known" if raft else counted),

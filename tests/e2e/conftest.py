@@ -4,11 +4,12 @@ Which cluster:
 
 - ``WALLETCLUSTER_E2E_KUBECONFIG=<path>``: a cluster someone else started, with the images
   walletcluster/node:dev and walletcluster/operator:dev already on its nodes (the kind workflow:
-  ``kind load docker-image``). kubectl and helm come from PATH; the cluster's default StorageClass
-  provides the volumes.
+  ``kind load docker-image``). kubectl and helm come from PATH.
 - otherwise the local Kubernetes of hack/k8s with its node (the fixtures of tests/k8s): the images
-  built by ``make images`` and loaded into the node; there is no storage provisioner, so the tests
-  pre-bind hostPath PersistentVolumes to the claims.
+  built by ``make images`` and loaded into the node.
+
+Either way the cluster's default StorageClass provides the volumes (on hack/k8s: the local-path
+provisioner).
 
 A test that fails on a given cluster leaves its namespace and releases there for a look (the kind
 workflow collects their state and logs); on the shared local cluster everything is removed.

@@ -77,52 +77,51 @@ def test_helm_install_brings_up_a_working_ledger(
     try:
         minters = Keystore(str(tmp_path / "keys"))
         minter = minters.create("minter", "")
-        ledger_values = {"minters[0]": minter.public, **e2e_cluster.storage_values()}
-        with e2e_cluster.volumes(ns, WALLET, MEMBERS):
-            helm.run("install", WALLET, str(LEDGER_CHART), "-n", ns, *sets(ledger_values), "--wait", "--timeout=60s")
-            status = wait_until("a Running WalletCluster of 3 members", lambda: running(kubectl, ns), timeout=300)
-            ledger_ready = time.monotonic() - started
-            print(f"operator ready after {operator_ready:.1f}s; WalletCluster Running after {ledger_ready:.1f}s")
-            assert status["members"] == [f"{WALLET}-{i}" for i in range(MEMBERS)]
-            assert {c["type"]: c["status"] for c in status["conditions"]}["Available"] == "True"
+        ledger_values = {"minters[0]": minter.public}
+        helm.run("install", WALLET, str(LEDGER_CHART), "-n", ns, *sets(ledger_values), "--wait", "--timeout=60s")
+        status = wait_until("a Running WalletCluster of 3 members", lambda: running(kubectl, ns), timeout=300)
+        ledger_ready = time.monotonic() - started
+        print(f"operator ready after {operator_ready:.1f}s; WalletCluster Running after {ledger_ready:.1f}s")
+        assert status["members"] == [f"{WALLET}-{i}" for i in range(MEMBERS)]
+        assert {c["type"]: c["status"] for c in status["conditions"]}["Available"] == "True"
 
-            walletctl = Walletctl(kubectl, ns)
-            walletctl.put_key(tmp_path / "keys" / "minter.key")
-            alice = walletctl("keys", "new", "alice")["public"]
-            bob = walletctl("keys", "new", "bob")["public"]
-            assert walletctl("currency", "create", "USD", "--scale", "2")["result"] == "ok"
-            assert walletctl("mint", "alice", "100.00", "USD")["result"] == "ok"
-            assert walletctl("send", "bob", "25.50", "USD", "--as", "alice")["result"] == "ok"
-            rows = {row["account"]: row for row in walletctl("balance")}
-            assert rows[alice]["balances"] == {"USD": 7450} and rows[bob]["balances"] == {"USD": 2550}
-            assert rows[minter.public]["balances"] == {}
-            assert len(rows[bob]["attested_by"]) >= MEMBERS // 2 + 1 and not rows[bob]["dissenting"]
-            nodes = walletctl("status")
-            assert sorted(n["name"] for n in nodes) == [f"{WALLET}-{i}" for i in range(MEMBERS)]
-            assert sum(n["role"] == "leader" for n in nodes) == 1
+        walletctl = Walletctl(kubectl, ns)
+        walletctl.put_key(tmp_path / "keys" / "minter.key")
+        alice = walletctl("keys", "new", "alice")["public"]
+        bob = walletctl("keys", "new", "bob")["public"]
+        assert walletctl("currency", "create", "USD", "--scale", "2")["result"] == "ok"
+        assert walletctl("mint", "alice", "100.00", "USD")["result"] == "ok"
+        assert walletctl("send", "bob", "25.50", "USD", "--as", "alice")["result"] == "ok"
+        rows = {row["account"]: row for row in walletctl("balance")}
+        assert rows[alice]["balances"] == {"USD": 7450} and rows[bob]["balances"] == {"USD": 2550}
+        assert rows[minter.public]["balances"] == {}
+        assert len(rows[bob]["attested_by"]) >= MEMBERS // 2 + 1 and not rows[bob]["dissenting"]
+        nodes = walletctl("status")
+        assert sorted(n["name"] for n in nodes) == [f"{WALLET}-{i}" for i in range(MEMBERS)]
+        assert sum(n["role"] == "leader" for n in nodes) == 1
 
-            # The operator did all this with the chart's RBAC alone: no request was refused.
-            operator_pods = [p["metadata"]["name"] for p in operator_pods_of(kubectl, ns)]
-            assert len(operator_pods) == 2
-            for pod in operator_pods:
-                logs = kubectl.run("logs", "-n", ns, pod).stdout
-                for refused in ("Forbidden", "Not enough permissions"):
-                    assert refused not in logs, f"{pod} was refused ({refused}):\n{logs[-4000:]}"
-            reasons = {e["reason"] for e in kubectl.json("get", "events", "-n", ns)["items"]}
-            assert {"Created", "SecretCreated"} <= reasons, "kopf posts Events on the WalletCluster"
-            # Both replicas keep their keep-alives in the peering object (the pod name is their id).
-            peers = (kubectl.get("kopfpeering", OPERATOR, ns) or {}).get("status") or {}
-            assert sorted(peers) == sorted(operator_pods), peers
+        # The operator did all this with the chart's RBAC alone: no request was refused.
+        operator_pods = [p["metadata"]["name"] for p in operator_pods_of(kubectl, ns)]
+        assert len(operator_pods) == 2
+        for pod in operator_pods:
+            logs = kubectl.run("logs", "-n", ns, pod).stdout
+            for refused in ("Forbidden", "Not enough permissions"):
+                assert refused not in logs, f"{pod} was refused ({refused}):\n{logs[-4000:]}"
+        reasons = {e["reason"] for e in kubectl.json("get", "events", "-n", ns)["items"]}
+        assert {"Created", "SecretCreated"} <= reasons, "kopf posts Events on the WalletCluster"
+        # Both replicas keep their keep-alives in the peering object (the pod name is their id).
+        peers = (kubectl.get("kopfpeering", OPERATOR, ns) or {}).get("status") or {}
+        assert sorted(peers) == sorted(operator_pods), peers
 
-            # Uninstalling the release deletes the WalletCluster: the operator releases it (its
-            # finalizer) and the owned objects are garbage-collected.
-            helm.run("uninstall", WALLET, "-n", ns, "--wait", "--timeout=120s")
-            assert kubectl.get("walletcluster", WALLET, ns) is None
-            wait_until(
-                "the owned objects to be garbage-collected",
-                lambda: not any(kubectl.get(kind, WALLET, ns) for kind in ("statefulset", "service", "pdb")) or None,
-                timeout=120,
-            )
+        # Uninstalling the release deletes the WalletCluster: the operator releases it (its
+        # finalizer) and the owned objects are garbage-collected.
+        helm.run("uninstall", WALLET, "-n", ns, "--wait", "--timeout=120s")
+        assert kubectl.get("walletcluster", WALLET, ns) is None
+        wait_until(
+            "the owned objects to be garbage-collected",
+            lambda: not any(kubectl.get(kind, WALLET, ns) for kind in ("statefulset", "service", "pdb")) or None,
+            timeout=120,
+        )
     finally:
         for pod in operator_pods_of(kubectl, ns):
             name = pod["metadata"]["name"]

@@ -67,42 +67,41 @@ def test_kubectl_wallet_runs_walletctl_against_every_member(
 
     started = time.monotonic()
     helm.run("install", "operator", str(OPERATOR_CHART), "-n", ns, "--set", f"watchNamespaces[0]={ns}", "--wait")
-    ledger_values = {"minters[0]": minter, **e2e_cluster.storage_values()}
-    with e2e_cluster.volumes(ns, WALLET, MEMBERS):
-        helm.run("install", WALLET, str(LEDGER_CHART), "-n", ns, *sets(ledger_values), "--wait", "--timeout=60s")
-        wait_until("a Running WalletCluster of 3 members", lambda: running(kubectl, ns), timeout=300)
+    ledger_values = {"minters[0]": minter}
+    helm.run("install", WALLET, str(LEDGER_CHART), "-n", ns, *sets(ledger_values), "--wait", "--timeout=60s")
+    wait_until("a Running WalletCluster of 3 members", lambda: running(kubectl, ns), timeout=300)
 
-        nodes = wallet("status", WALLET)
-        members = {f"{WALLET}-{i}" for i in range(MEMBERS)}
-        assert {n["name"] for n in nodes} == members and len(nodes) == MEMBERS
-        assert sum(n["role"] == "leader" for n in nodes) == 1
-        assert all(n["url"].startswith("http://127.0.0.1:") for n in nodes), "through local port-forwards"
+    nodes = wallet("status", WALLET)
+    members = {f"{WALLET}-{i}" for i in range(MEMBERS)}
+    assert {n["name"] for n in nodes} == members and len(nodes) == MEMBERS
+    assert sum(n["role"] == "leader" for n in nodes) == 1
+    assert all(n["url"].startswith("http://127.0.0.1:") for n in nodes), "through local port-forwards"
 
-        wallet("keys", "new", "alice")
-        wallet("keys", "new", "bob")
-        assert wallet("currency", "create", WALLET, "USD", "--scale", "2")["result"] == "ok"
-        assert wallet("mint", WALLET, "alice", "100.00", "USD")["result"] == "ok"
-        assert wallet("send", WALLET, "bob", "25.50", "USD", "--as", "alice")["result"] == "ok"
-        print(f"helm install to the first acknowledged transfer: {time.monotonic() - started:.1f}s")
-        (alice,) = wallet("balance", WALLET, "alice")
-        assert alice["balances"] == {"USD": 7450} and len(alice["attested_by"]) > MEMBERS // 2
-        assert {*alice["attested_by"], *alice["dissenting"]} == members, "every replica was asked"
-        assert not port_forwards(ns), "the forwards last as long as the command"
+    wallet("keys", "new", "alice")
+    wallet("keys", "new", "bob")
+    assert wallet("currency", "create", WALLET, "USD", "--scale", "2")["result"] == "ok"
+    assert wallet("mint", WALLET, "alice", "100.00", "USD")["result"] == "ok"
+    assert wallet("send", WALLET, "bob", "25.50", "USD", "--as", "alice")["result"] == "ok"
+    print(f"helm install to the first acknowledged transfer: {time.monotonic() - started:.1f}s")
+    (alice,) = wallet("balance", WALLET, "alice")
+    assert alice["balances"] == {"USD": 7450} and len(alice["attested_by"]) > MEMBERS // 2
+    assert {*alice["attested_by"], *alice["dissenting"]} == members, "every replica was asked"
+    assert not port_forwards(ns), "the forwards last as long as the command"
 
-        missing = wallet.run("status", "nosuch")
-        assert missing.returncode == 2 and "no WalletCluster 'nosuch'" in missing.stderr, missing.stderr
+    missing = wallet.run("status", "nosuch")
+    assert missing.returncode == 2 and "no WalletCluster 'nosuch'" in missing.stderr, missing.stderr
 
-        # A member whose pod is gone (the operator paused, so nobody brings it back) cannot be forwarded:
-        # it is named, shown down, and still counted, so an attested read needs two of the three.
-        kubectl.run("patch", "wc", WALLET, "-n", ns, "--type", "merge", "-p", '{"spec":{"paused":true}}')
-        kubectl.run("scale", "statefulset", WALLET, "-n", ns, "--replicas", str(MEMBERS - 1))
-        gone = f"{WALLET}-{MEMBERS - 1}"
-        wait_until(f"{gone} to go", lambda: kubectl.get("pod", gone, ns) is None, timeout=60)
-        degraded = wallet.run("status", WALLET, "-o", "json")
-        assert degraded.returncode == 0 and f"{gone}: no port-forward" in degraded.stderr, degraded.stderr
-        rows = json.loads(degraded.stdout)
-        assert sorted(r.get("name", "~down") for r in rows) == [f"{WALLET}-0", f"{WALLET}-1", "~down"], rows
-        (bob,) = wallet("balance", WALLET, "bob")
-        assert bob["balances"] == {"USD": 2550} and len(bob["attested_by"]) == MEMBERS - 1
-        assert len(bob["dissenting"]) == 1, "the member that could not be forwarded still counts"
-        kubectl.run("patch", "wc", WALLET, "-n", ns, "--type", "merge", "-p", '{"spec":{"paused":false}}')
+    # A member whose pod is gone (the operator paused, so nobody brings it back) cannot be forwarded:
+    # it is named, shown down, and still counted, so an attested read needs two of the three.
+    kubectl.run("patch", "wc", WALLET, "-n", ns, "--type", "merge", "-p", '{"spec":{"paused":true}}')
+    kubectl.run("scale", "statefulset", WALLET, "-n", ns, "--replicas", str(MEMBERS - 1))
+    gone = f"{WALLET}-{MEMBERS - 1}"
+    wait_until(f"{gone} to go", lambda: kubectl.get("pod", gone, ns) is None, timeout=60)
+    degraded = wallet.run("status", WALLET, "-o", "json")
+    assert degraded.returncode == 0 and f"{gone}: no port-forward" in degraded.stderr, degraded.stderr
+    rows = json.loads(degraded.stdout)
+    assert sorted(r.get("name", "~down") for r in rows) == [f"{WALLET}-0", f"{WALLET}-1", "~down"], rows
+    (bob,) = wallet("balance", WALLET, "bob")
+    assert bob["balances"] == {"USD": 2550} and len(bob["attested_by"]) == MEMBERS - 1
+    assert len(bob["dissenting"]) == 1, "the member that could not be forwarded still counts"
+    kubectl.run("patch", "wc", WALLET, "-n", ns, "--type", "merge", "-p", '{"spec":{"paused":false}}')

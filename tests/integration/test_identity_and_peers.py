@@ -1,4 +1,5 @@
-"""Raft identity from the hostname (in a real UTS namespace) and peer authentication."""
+"""Raft identity from the hostname (in a real UTS namespace), peer authentication, and why a
+node cannot reach a peer."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import zlib
 import httpx
 import pytest
 
-from walletnode.localcluster import LocalCluster
+from walletnode.localcluster import LocalCluster, free_ports
 
-from .conftest import ClusterFactory
+from .conftest import ClusterFactory, wait_for
 
 
 def whoami(*args: str, hostname: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -82,6 +83,29 @@ def test_a_peer_without_the_cluster_secret_is_refused(make_cluster: ClusterFacto
     outsider = httpx.get(cluster.urls[2] + "/v1/status").json()
     assert outsider["leader"] is None and outsider["audit_index"] == 0
     assert honest["audit_index"] >= 1
+
+
+def test_status_says_why_a_peer_cannot_be_reached(make_cluster: ClusterFactory) -> None:
+    """A member dials every peer: node 1 here dials a port nobody listens on and a name no resolver
+    knows, and says so per peer."""
+    cluster: LocalCluster = make_cluster(size=1, start=False)
+    silent, own = sorted(f"127.0.0.1:{port}" for port in free_ports(2))
+    unknown = "0-gone.invalid:7700"
+    command = cluster.command(0)
+    command[command.index("--id") + 1] = "1"
+    command[command.index("--cluster") + 1] = ",".join([silent, own, unknown])
+    cluster.start(0, command)
+
+    def errors() -> dict[str, str] | None:
+        status = cluster.status(0)
+        found = {m["raft_address"]: m["error"] for m in (status or {}).get("members", []) if m["error"]}
+        return found if len(found) == 2 else None
+
+    found = wait_for(errors, timeout=30, what="an error for both peers", diagnose=lambda: cluster.tail(0))
+    assert found == {
+        silent: f"cannot connect to {silent}: connection refused",
+        unknown: "cannot resolve 0-gone.invalid",
+    }
 
 
 class _Exploit:

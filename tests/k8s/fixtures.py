@@ -32,7 +32,8 @@ CANNOT_BUILD = 3
 UP_TIMEOUT = float(os.environ.get("WALLETCLUSTER_K8S_UP_TIMEOUT", "5400"))
 
 
-def _run_up(*args: str) -> str:
+def run_up(*args: str) -> str:
+    """Runs hack/k8s/up with ``args``; returns the kubeconfig path (skips if Kubernetes cannot be built)."""
     cmd = [str(HACK / "up"), *args]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=UP_TIMEOUT)
@@ -51,7 +52,7 @@ def _run_up(*args: str) -> str:
 @pytest.fixture(scope="session")
 def k8s_cluster() -> Iterator[str]:
     """Path of the admin kubeconfig of the running local cluster."""
-    yield _run_up()
+    yield run_up()
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +60,7 @@ def k8s_node(k8s_cluster: str) -> str:
     """The cluster with a node that runs Pods (kubelet, containerd, kube-proxy, CoreDNS);
     ``hack/k8s/up --with-node``. Returns the node's name. Images available without a registry:
     see ``BUSYBOX_IMAGE`` and ``PAUSE_IMAGE`` in tests/k8s/kube.py."""
-    _run_up("--with-node")
+    run_up("--with-node")
     (node,) = Kubectl(k8s_cluster).json("get", "nodes")["items"]
     return str(node["metadata"]["name"])
 

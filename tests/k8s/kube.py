@@ -1,12 +1,10 @@
 """Helpers for tests against a real Kubernetes (the local one of hack/k8s, or the cluster of
-tests/e2e): polling, kubectl and helm runners, fresh namespaces, pre-bound hostPath volumes."""
+tests/e2e): polling, kubectl and helm runners, fresh namespaces."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -19,8 +17,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 HACK = REPO / "hack" / "k8s"
-# hostPath PersistentVolumes live here on the node of `hack/k8s/up --with-node` (the test host).
-PV_ROOT = Path("/var/tmp/walletcluster-test-pv")
 
 # Images the node of `hack/k8s/up --with-node` makes locally (no registry is reachable).
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.2"
@@ -157,39 +153,3 @@ def fresh_namespace(kubectl: Kubectl, test_name: str, keep: Callable[[], bool] =
         # Deletion finishes in the background (namespace controller); tests don't wait for it.
         if not keep():
             kubectl.run("delete", "namespace", name, "--wait=false", "--ignore-not-found")
-
-
-@contextmanager
-def hostpath_volumes(
-    kubectl: Kubectl, namespace: str, cluster: str, count: int, storage_class: str | None = None
-) -> Iterator[list[str]]:
-    """hostPath PersistentVolumes pre-bound to the claims ``data-<cluster>-<i>`` (i < count) that the
-    StatefulSet of WalletCluster ``cluster`` makes: the local cluster has no storage provisioner.
-    ``storage_class`` must be the claims' storageClassName (None: claims without a class).
-    Yields the volumes' names; deletes them and their directories afterwards."""
-    names = []
-    PV_ROOT.mkdir(parents=True, exist_ok=True)
-    PV_ROOT.chmod(0o755)
-    try:
-        for i in range(count):
-            name = f"{namespace}-data-{cluster}-{i}"
-            path = PV_ROOT / name
-            path.mkdir(exist_ok=True)
-            os.chown(path, 10001, 10001)  # the node image's user
-            spec: dict[str, Any] = {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "hostPath": {"path": str(path), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": f"data-{cluster}-{i}"},
-            }
-            if storage_class is not None:
-                spec["storageClassName"] = storage_class
-            kubectl.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name}, "spec": spec})
-            names.append(name)
-        yield names
-    finally:
-        if names:
-            kubectl.run("delete", "pv", *names, "--wait=false", check=False)
-        for name in names:
-            shutil.rmtree(PV_ROOT / name, ignore_errors=True)

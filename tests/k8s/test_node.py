@@ -1,14 +1,18 @@
 """Pods really run on the node of `hack/k8s/up --with-node`: kubelet starts containers through
 containerd, the apiserver reaches kubelet for logs and exec, CoreDNS answers for headless and
-ClusterIP Services, kube-proxy forwards a ClusterIP to a pod."""
+ClusterIP Services, kube-proxy forwards a ClusterIP to a pod, and all of it works again after
+`hack/k8s/down` and `hack/k8s/up --with-node`."""
 
 from __future__ import annotations
 
+import subprocess
+import time
 from typing import Any
 
 import pytest
 
-from .kube import BUSYBOX_IMAGE, Kubectl, wait_until
+from .fixtures import run_up
+from .kube import BUSYBOX_IMAGE, HACK, Kubectl, wait_until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(240, func_only=True)]
 
@@ -76,9 +80,8 @@ def test_pod_runs_and_kubelet_serves_logs_and_exec(kubectl: Kubectl, k8s_node: s
     assert kubectl.exec(namespace, "hello", "hostname") == "hello\n"
 
 
-def test_statefulset_pods_resolve_each_other_through_headless_service(
-    kubectl: Kubectl, k8s_node: str, namespace: str
-) -> None:
+def web(kubectl: Kubectl, namespace: str, replicas: int) -> None:
+    """StatefulSet "web" behind the headless Service "web": pods web-<i> that serve their hostname."""
     labels = {"app": "web"}
     kubectl.apply(service("web", labels, headless=True), namespace)
     template = pod("unused", SERVE_HOSTNAME, labels)
@@ -87,7 +90,7 @@ def test_statefulset_pods_resolve_each_other_through_headless_service(
         "kind": "StatefulSet",
         "metadata": {"name": "web"},
         "spec": {
-            "replicas": 3,
+            "replicas": replicas,
             "serviceName": "web",
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": labels},
@@ -95,6 +98,12 @@ def test_statefulset_pods_resolve_each_other_through_headless_service(
         },
     }
     kubectl.apply(sts, namespace)
+
+
+def test_statefulset_pods_resolve_each_other_through_headless_service(
+    kubectl: Kubectl, k8s_node: str, namespace: str
+) -> None:
+    web(kubectl, namespace, 3)
     names = ["web-0", "web-1", "web-2"]
     for name in names:
         wait_ready(kubectl, namespace, name)
@@ -124,3 +133,34 @@ def test_cluster_ip_service_forwards_to_a_pod(kubectl: Kubectl, k8s_node: str, n
     # kube-proxy's rules send the ClusterIP's port 80 to the pod's 8080; CoreDNS names it.
     for url in (f"http://{cluster_ip}/", "http://front/", f"http://front.{namespace}.svc/"):
         assert wait_exec(kubectl, namespace, "client", "timeout", "5", "wget", "-qO-", url) == "server\n"
+
+
+def test_after_down_and_up_old_pods_and_dns_work_again(kubectl: Kubectl, k8s_node: str, namespace: str) -> None:
+    """The pods of before the restart (CoreDNS among them) come back with a network, so that within
+    60 s of `up` a new pod resolves a Service and a StatefulSet pod's headless name, and reaches it."""
+    web(kubectl, namespace, 1)
+    wait_ready(kubectl, namespace, "web-0")
+    # What the fault tests do on the same machine: `ip netns add` bind-mounts /run/netns onto itself
+    # (the first time), hiding the network namespaces mounted there before; containerd then could not
+    # remove those pods' sandboxes, and kubelet kept them, with no network, after `up`.
+    probe = f"wc-test-{namespace[-6:]}"
+    for step in ("add", "delete"):
+        subprocess.run(["ip", "netns", step, probe], check=True, capture_output=True, timeout=30)
+    down = subprocess.run([str(HACK / "down")], capture_output=True, text=True, timeout=600)
+    assert down.returncode == 0, down.stderr[-3000:]
+    run_up("--with-node")
+    restarted = time.monotonic()
+
+    kubectl.apply(pod("client", "exec sleep 3600"), namespace)
+    fqdn = f"web-0.web.{namespace}.svc.cluster.local"
+    checks = [
+        ("nslookup", "kubernetes.default.svc.cluster.local"),
+        ("nslookup", fqdn),
+        ("timeout", "5", "wget", "-qO-", "http://web-0.web:8080/"),
+    ]
+
+    def all_pass() -> bool:
+        return all(kubectl.exec(namespace, "client", *check) is not None for check in checks)
+
+    wait_until("a new pod to resolve and reach a pod of before the restart", all_pass, timeout=60)
+    print(f"names resolved and web-0 reached {time.monotonic() - restarted:.1f}s after up")

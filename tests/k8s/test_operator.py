@@ -25,7 +25,7 @@ from walletnode.client import WalletClient
 from walletnode.ledger.signing import public_hex
 
 from ..metrics import DASHBOARD, dashboard_queries, exported_names, metric_names, promtool, samples, total
-from .kube import Kubectl, KubectlError, hostpath_volumes, wait_until
+from .kube import Kubectl, KubectlError, wait_until
 from .silent_proxy import SilentProxy
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900, func_only=True)]
@@ -150,13 +150,6 @@ def _alive(port: int) -> bool | None:
 
 
 @pytest.fixture
-def volumes(kubectl: Kubectl, namespace: str) -> Iterator[None]:
-    """hostPath PersistentVolumes pre-bound to the claims the StatefulSet will make (no provisioner here)."""
-    with hostpath_volumes(kubectl, namespace, "wallet", 5):
-        yield
-
-
-@pytest.fixture
 def next_node_image(node_image: str) -> str:
     """The node image under a second tag, as an upgrade would bring (same bits, another name)."""
     tagged = "walletcluster/node:next"
@@ -228,19 +221,22 @@ def pdb_min(kubectl: Kubectl, namespace: str) -> int:
 def test_describe_and_the_operator_metrics_say_what_is_wrong(
     operator: Operator, kubectl: Kubectl, namespace: str
 ) -> None:
-    """No volume for its claims, so no member can start: `kubectl describe wc` says so in words, and
-    the operator's /metrics (on its liveness port) counts its reconciles and the cluster's phase."""
-    kubectl.apply(cluster(), namespace)
+    """Claims no StorageClass serves, so no member can start: `kubectl describe wc` says so in words,
+    and the operator's /metrics (on its liveness port) counts its reconciles and the cluster's phase."""
+    kubectl.apply(cluster(storage={"storageClassName": "absent"}), namespace)
 
     def ready_condition() -> dict[str, str] | None:
         found = {c["type"]: c for c in status(kubectl, namespace).get("conditions") or []}
         return found.get("Ready")
 
-    ready = wait_until("the Ready condition", ready_condition, timeout=60)
-    assert ready["status"] == "False" and ready["reason"] == "NoLeader", ready
-    assert ready["message"].startswith("0/3 members ready"), ready
+    def unschedulable() -> dict[str, str] | None:
+        ready = ready_condition()
+        return ready if ready and ready["reason"] == "PodUnschedulable" else None
+
+    ready = wait_until("the Ready condition to name the cause", unschedulable, timeout=120)
+    assert ready["status"] == "False" and ready["message"].startswith("0/3 members ready"), ready
     described = kubectl.run("describe", "wc", "wallet", "-n", namespace).stdout
-    for words in ("NoLeader", "0/3 members ready", "no member reports a leader", "SecretCreated", "Created"):
+    for words in ("PodUnschedulable", "0/3 members ready", "no member reports a leader", "SecretCreated", "Created"):
         assert words in described, (words, described)
 
     def scrape() -> str | None:
@@ -258,9 +254,7 @@ def test_describe_and_the_operator_metrics_say_what_is_wrong(
     assert wanted and wanted <= exported_names(text), wanted - exported_names(text)
 
 
-def test_walletcluster_lifecycle(
-    node_image: str, operator: Operator, volumes: None, kubectl: Kubectl, namespace: str
-) -> None:
+def test_walletcluster_lifecycle(node_image: str, operator: Operator, kubectl: Kubectl, namespace: str) -> None:
     applied = time.monotonic()
     kubectl.apply(readme_example(), namespace)
     wait_until(
@@ -317,8 +311,33 @@ def test_walletcluster_lifecycle(
     assert kubectl.get("pvc", "data-wallet-0", namespace) is not None, "reclaimPolicy Retain keeps the data"
 
 
+def test_a_cluster_that_cannot_come_up_says_why(
+    k8s_node: str, operator: Operator, kubectl: Kubectl, namespace: str
+) -> None:
+    """Conditions and Warning Events name the cause: an image the node cannot get, and claims no
+    StorageClass serves (the scheduler's words)."""
+    kubectl.apply(cluster("noimage", replicas=1, image="walletcluster/node:absent", imagePullPolicy="Never"), namespace)
+    kubectl.apply(cluster("noclass", replicas=1, storage={"storageClassName": "absent"}), namespace)
+
+    def available(name: str, reason: str) -> dict[str, Any] | None:
+        conditions = ((kubectl.get("wc", name, namespace) or {}).get("status") or {}).get("conditions") or []
+        found = next((c for c in conditions if c["type"] == "Available"), None)
+        return found if found and found["status"] == "False" and found["reason"] == reason else None
+
+    pull = wait_until("the image error in a condition", lambda: available("noimage", "ImagePullFailed"), timeout=120)
+    assert "walletcluster/node:absent cannot be pulled: ErrImageNeverPull" in pull["message"], pull
+    unscheduled = wait_until("the scheduler's reason", lambda: available("noclass", "PodUnschedulable"), timeout=120)
+    assert "noclass-0 cannot be scheduled:" in unscheduled["message"], unscheduled
+    assert "unbound immediate PersistentVolumeClaims" in unscheduled["message"], unscheduled
+    warnings = {
+        (e["involvedObject"]["name"], e["reason"])
+        for e in kubectl.json("get", "events", "-n", namespace, "--field-selector", "type=Warning")["items"]
+    }
+    assert {("noimage", "ImagePullFailed"), ("noclass", "PodUnschedulable")} <= warnings, warnings
+
+
 def test_scaling_and_a_rolling_upgrade_under_load_lose_nothing(
-    next_node_image: str, operator: Operator, volumes: None, kubectl: Kubectl, namespace: str
+    next_node_image: str, operator: Operator, kubectl: Kubectl, namespace: str
 ) -> None:
     """Scale 3 -> 5, roll every pod (new image and Raft timing), scale 5 -> 3, while a client writes; the
     operator is SIGKILLed and restarted in the middle of the scale-up and of the roll."""

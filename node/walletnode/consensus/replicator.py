@@ -687,5 +687,6 @@ class Replicator:
             "learners": sorted(a for n, a in conf.addresses if n in conf.learners),
             "member_ids": {a: n - 1 for n, a in conf.addresses},  # Raft ids start at 1, member ids at 0
             "connected": {a: self.transport.connected(n) for n, a in conf.addresses if a != me},
+            "peer_errors": {a: e for n, e in self.transport.errors().items() if (a := self._address(n))},
             "match_index": {self._address(n): m for n, m in core.match_indexes().items() if n != self.id},
         }

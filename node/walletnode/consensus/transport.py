@@ -50,6 +50,7 @@ class _Link:
         self.queued = 0
         self.connected = False
         self.stopped = False
+        self.error: str | None = None  # why the last attempt to reach the peer failed
         self.wake = asyncio.Event()
         self.room = asyncio.Event()
         self.room.set()
@@ -83,10 +84,13 @@ class _Link:
                 _tune(writer, transport.timeout_s)
                 writer.write(transport.frame(wire.Kind.HELLO, wire.Hello(transport.node_id, transport.cluster)))
                 self.connected = True
+                self.error = None
                 closed = asyncio.get_running_loop().create_task(reader.read(1))  # EOF: the peer hung up
                 await self._pump(writer, closed)
             except (OSError, TimeoutError, ValueError) as exc:
                 log.debug("raft link to %s (%s): %s", self.peer, self.address, exc)
+                if not self.connected:
+                    self.error = _why(self.address, exc)
             finally:
                 if writer is not None:
                     writer.close()
@@ -115,6 +119,17 @@ class _Link:
             raise ConnectionResetError("closed by the peer")
         finally:
             closed.cancel()
+
+
+def _why(address: str, exc: BaseException) -> str:
+    host = split_address(address)[0]
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {host}"
+    if isinstance(exc, TimeoutError):
+        return f"cannot connect to {address}: no answer"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"cannot connect to {address}: connection refused"
+    return f"cannot connect to {address}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
 
 
 def _tune(writer: asyncio.StreamWriter, timeout_s: float) -> None:
@@ -179,6 +194,10 @@ class PeerTransport:
             link = self.links[peer] = _Link(self, peer, address)
         link.address = address
         return link
+
+    def errors(self) -> dict[int, str]:
+        """Per peer that cannot be reached now, why (unresolvable name, no answer, refused)."""
+        return {peer: link.error for peer, link in self.links.items() if link.error and not link.connected}
 
     def connected(self, peer: int) -> bool:
         link = self.links.get(peer)

@@ -277,6 +277,7 @@ def status_of(node: LedgerNode) -> Status:
                 connected=address == node.config.self_member.raft_address or raft["connected"].get(address, False),
                 voter=address not in raft["learners"],
                 match_index=raft["match_index"].get(address),
+                error=raft["peer_errors"].get(address),
             )
         )
     leader = by_address.get(raft["leader"]) if raft["leader"] else None

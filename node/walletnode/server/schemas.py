@@ -123,6 +123,10 @@ class MemberStatus(msgspec.Struct):
     match_index: Annotated[
         int | None, msgspec.Meta(description="on the leader, the last Raft index known replicated on it; else null")
     ]
+    error: Annotated[
+        str | None,
+        msgspec.Meta(description="why this node cannot reach that member (unresolvable name, no answer); else null"),
+    ] = None
 
 
 class Status(msgspec.Struct):
