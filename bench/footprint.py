@@ -189,7 +189,7 @@ async def _catch_up(
     shutil.rmtree(cluster.data_dir(follower))
     target = _status(cluster.urls[leader])
     assert target is not None
-    incoming = os.path.join(cluster.data_dir(follower), "raft", "ledger.snapshot.1.tmp")
+    incoming = os.path.join(cluster.data_dir(follower), "raft", "incoming.snapshot")
     received = 0
     started = time.monotonic()
     cluster.start(follower)
