@@ -82,6 +82,7 @@ class Params:
     crash_on_election: float  # chance that a new leader crashes before anyone hears of its election
     crash_on_commit: float  # chance that a leader crashes once a new commit index is on its disk, before sending
     link_reports: float  # chance that a node's transport reports its link to a crashed node as lost
+    busy_state_machine: float  # chance that a Ready is taken without committed entries (applying is behind)
 
 
 def draw_params(rng: random.Random) -> Params:
@@ -103,6 +104,7 @@ def draw_params(rng: random.Random) -> Params:
             crash_on_election=0.7,
             crash_on_commit=0.5,
             link_reports=0.0,
+            busy_state_machine=0.0,
         )
     return Params(
         size=rng.choice((1, 3, 3, 3, 5, 5)),
@@ -118,6 +120,7 @@ def draw_params(rng: random.Random) -> Params:
         crash_on_election=rng.choice((0.0, 0.1, 0.3)),
         crash_on_commit=rng.choice((0.0, 0.02, 0.1)),
         link_reports=rng.choice((0.0, 0.7, 1.0)),
+        busy_state_machine=rng.choice((0.0, 0.2, 0.5)),
     )
 
 
@@ -232,8 +235,10 @@ class World:
     # -- the application's side of a Ready -------------------------------------------------
 
     def _drain(self, node: Node) -> None:
-        while node.alive and node.core.has_ready():
-            self._handle(node, node.core.ready())
+        # Now and then the state machine is busy: committed entries wait, nothing else does.
+        busy = self.params.busy_state_machine
+        while node.alive and node.core.has_ready(apply := not busy or self.rng.random() >= busy):
+            self._handle(node, node.core.ready(apply))
         if node.alive:
             self.checker.saw_commit(node.core)
         if node.alive and node.core.role == Role.LEADER and node.led_term != node.core.term:

@@ -217,7 +217,9 @@ class RaftCore:
 
     # -- outputs ----------------------------------------------------------------------------
 
-    def has_ready(self) -> bool:
+    def has_ready(self, apply: bool = True) -> bool:
+        """`apply=False`: the application's state machine is busy; committed entries wait (votes,
+        acknowledgements and persistence must not wait behind them)."""
         log = self.log
         return bool(
             self.msgs
@@ -225,10 +227,10 @@ class RaftCore:
             or log.unstable
             or log.pending_snapshot is not None
             or self._hard_state() != self._persisted
-            or min(log.committed, log.stable_last) > log.applied
+            or (apply and min(log.committed, log.stable_last) > log.applied)
         )
 
-    def ready(self) -> Ready:
+    def ready(self, apply: bool = True) -> Ready:
         assert not self._ready_out, "advance() the previous Ready first"
         self._ready_out = True
         hard = self._hard_state()
@@ -237,7 +239,7 @@ class RaftCore:
             snapshot=self.log.pending_snapshot,
             entries=list(self.log.unstable),
             messages=self.msgs,
-            committed=self.log.next_committed(self.cfg.max_apply_bytes),
+            committed=self.log.next_committed(self.cfg.max_apply_bytes) if apply else [],
             reads=self.reads,
         )
         self.msgs = []

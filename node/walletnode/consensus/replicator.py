@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 Callback = Callable[[Any, "Outcome"], None]
 SNAPSHOT_CHUNK_BYTES = 1 << 20
-MAX_APPLYING = 8  # batches of committed entries queued for the disk thread before the loop waits
+MAX_APPLYING = 8  # batches of committed entries queued for the disk thread before the core holds more back
 TICKS_PER_HEARTBEAT = 2
 
 
@@ -375,8 +375,8 @@ class Replicator:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self.core.has_ready():
-                await self._handle(self.core.ready())
+            while self.core.has_ready(apply := self._can_apply()):
+                await self._handle(self.core.ready(apply))
             self._after_changes()
 
     async def _handle(self, ready: Ready) -> None:
@@ -401,17 +401,19 @@ class Replicator:
         self.core.advance(ready)
         self._serve_reads()
 
+    def _can_apply(self) -> bool:
+        while self._applying and self._applying[0].done():
+            self._applying.popleft()
+        return len(self._applying) < MAX_APPLYING
+
     async def _hand_to_state_machine(self, entries: list[Entry]) -> None:
         """The disk thread applies the entries while the loop goes on with the next Ready: a big
         batch (or a restart's replay) must not hold back votes and acknowledgements. Jobs run and
-        settle in order (one thread); past MAX_APPLYING queued, the loop waits for the oldest."""
+        settle in order (one thread); with MAX_APPLYING queued, Readies carry no committed entries
+        (the core keeps them) until one is done."""
         job = asyncio.get_running_loop().run_in_executor(self._disk, self._apply, entries)
         job.add_done_callback(lambda done: self._applied(entries, done))
         self._applying.append(job)
-        while self._applying and self._applying[0].done():
-            self._applying.popleft()
-        if len(self._applying) > MAX_APPLYING:
-            await self._applying.popleft()
 
     def _applied(self, entries: list[Entry], job: asyncio.Future[list[Any]]) -> None:
         if job.cancelled():
@@ -422,6 +424,7 @@ class Replicator:
             os._exit(70)
         self._settle(entries, job.result())
         self._serve_reads()
+        self._kick()  # committed entries the core held back while the queue was full may go now
 
     async def _persist(self, ready: Ready) -> None:
         """Entries and hard state, durable before anything that depends on them is sent. On the
