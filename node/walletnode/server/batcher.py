@@ -6,8 +6,9 @@ are shared; when idle, a lone request is proposed at once. Linearizable reads qu
 and share one read barrier.
 
 Nothing is handed to Raft while this node knows no leader with a quorum (`Replicator.
-leader_with_quorum_known`): requests wait for one, and once none has been known for twice the
-election timeout (time for the old leader to be given up and a new one elected), every request
+leader_with_quorum_known`): requests wait for one, and once none has been known for an election
+timeout (the longest a follower waits before it campaigns; a dead leader is usually replaced in a
+fraction of that, as its peers see its connections drop), every request
 not yet handed over fails with `Unavailable` (nothing applied, safe to retry anywhere), and new
 ones fail at once. A request already handed over keeps waiting for its outcome: only a timeout
 makes it `OutcomeUnknown`, since its entry may have been appended.
@@ -130,12 +131,12 @@ class GroupCommitter:
     # -- no leader with a quorum ---------------------------------------------------------------
 
     def quorum_lost(self) -> bool:
-        """No leader with a quorum known for two election timeouts: give up on one for now."""
-        return time.monotonic() - self._raft.quorum_known_at() >= 2 * self._raft.election_timeout_s
+        """No leader with a quorum known for an election timeout: give up on one for now."""
+        return time.monotonic() - self._raft.quorum_known_at() >= self._raft.election_timeout_s
 
     def _check_quorum_known(self) -> None:
         if self.quorum_lost():
-            raise Unavailable(f"no leader with a quorum known for {2 * self._raft.election_timeout_s:g} s")
+            raise Unavailable(f"no leader with a quorum known for {self._raft.election_timeout_s:g} s")
 
     def _watch(self) -> None:
         """While requests wait, look every few milliseconds whether they can go or must give up."""
