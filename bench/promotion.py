@@ -11,7 +11,6 @@ how long the promotion took; the heartbeat is 100 ms.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import tempfile
@@ -64,25 +63,7 @@ def one_run(preload: int) -> tuple[float, float, float]:
             time.sleep(1)
             started = time.monotonic()
             joiner = subprocess.Popen(
-                [
-                    *cluster.command(0)[:3],
-                    "serve",
-                    "--id",
-                    "3",
-                    "--cluster",
-                    ",".join([*cluster.raft_addresses, newcomer]),
-                    "--http",
-                    f"127.0.0.1:{http_port}",
-                    "--data-dir",
-                    os.path.join(work, "node-3"),
-                    "--secret-file",
-                    cluster.secret_file,
-                    "--minter",
-                    public_hex(MINTER),
-                    "--join",
-                    "--join-via",
-                    cluster.urls[0],
-                ],
+                cluster.join_command(http_port, raft_port),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

@@ -94,6 +94,17 @@ class LocalCluster:
             args += ["--minter", minter]
         return args + list(self.extra_args)
 
+    def join_command(self, http_port: int, raft_port: int) -> list[str]:
+        """A node that is not a member yet: it asks node 0 to add it (`--join --join-via`); its id
+        is the next after the members, its data directory next to theirs."""
+        me = self.size
+        command = self.command(0)
+        command[command.index("--id") + 1] = str(me)
+        command[command.index("--cluster") + 1] = ",".join([*self.raft_addresses, f"127.0.0.1:{raft_port}"])
+        command[command.index("--http") + 1] = f"127.0.0.1:{http_port}"
+        command[command.index("--data-dir") + 1] = self.data_dir(me)
+        return [*command, "--join", "--join-via", self.urls[0]]
+
     def start(self, i: int, command: Sequence[str] | None = None) -> None:
         """Start node i, with its usual command line unless `command` replaces it."""
         log = open(self.log_path(i), "ab")  # noqa: SIM115 - kept open for the child's lifetime

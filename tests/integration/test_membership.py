@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 import httpx
 from nacl.signing import SigningKey
@@ -25,29 +24,7 @@ def test_join_catch_up_and_removal(make_cluster: ClusterFactory) -> None:
     http_port, raft_port = free_ports(2)
     newcomer = f"127.0.0.1:{raft_port}"
     url = f"http://127.0.0.1:{http_port}"
-    command = [
-        sys.executable,
-        "-m",
-        "walletnode.cli.node",
-        "serve",
-        "--id",
-        "3",
-        "--cluster",
-        ",".join([*cluster.raft_addresses, newcomer]),
-        "--http",
-        f"127.0.0.1:{http_port}",
-        "--data-dir",
-        os.path.join(cluster.base_dir, "node-3"),
-        "--secret-file",
-        cluster.secret_file,
-        "--minter",
-        public_hex(MINTER),
-        "--join",
-        "--join-via",
-        cluster.urls[0],
-        "--log-format",
-        "text",
-    ]
+    command = cluster.join_command(http_port, raft_port)
     with open(os.path.join(cluster.base_dir, "node-3.log"), "ab") as log:
         node = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
