@@ -286,8 +286,6 @@ class WalletClient:
                     "GET", url + "/v1/events", headers={"Last-Event-ID": str(last)}, timeout=httpx.Timeout(10, read=60)
                 ) as r:
                     for event in _sse(r.iter_lines()):
-                        if event.get("event") == "gap":
-                            raise ClientError(f"{url} no longer holds entries after {last}: {event['data']}")
                         if event.get("event") != "entry":
                             continue
                         data = json.loads(event["data"])

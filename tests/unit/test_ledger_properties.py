@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
 
 import msgspec
@@ -21,6 +23,7 @@ from walletnode.ledger.commands import (
 )
 from walletnode.ledger.signing import public_hex, sign, verify
 from walletnode.ledger.state import Ledger, configure_entry
+from walletnode.server.machine import LedgerMachine
 
 CLUSTER = "prop"
 MINTER = SigningKey(bytes([1]) * 32)
@@ -204,22 +207,42 @@ def test_ledger_matches_model_and_keeps_invariants(history: list[tuple[Command, 
 
 
 @settings(max_examples=60, deadline=None)
-@given(histories())
-def test_replicas_agree_and_snapshots_round_trip(history: list[tuple[Command, str]]) -> None:
-    """Same entries, same state and audit hash; a replica restored from a snapshot continues identically."""
-    a, b = fresh_ledger(), fresh_ledger()
-    half = len(history) // 2
-    for c, _ in history[:half]:
-        submit(a, [c])
-        submit(b, [c])
-    restored = Ledger.load(b.dump())
-    for c, _ in history[half:]:
-        assert submit(a, [c]) == submit(restored, [c])
-    assert a.audit_hash == restored.audit_hash
-    assert a.dump() == restored.dump()
-    for c, _ in history:
-        assert a.applied(c.id) == restored.applied(c.id)
-        assert a.rejected(c.id) == restored.rejected(c.id)
+@given(histories(), st.integers(1, 5))
+def test_the_store_on_disk_reaches_the_reference_state(history: list[tuple[Command, str]], batch_size: int) -> None:
+    """The same entries over the dict reference store and over LMDB (one write transaction per
+    group, as a node applies them): the same results, audit hash, balances, judged ids, history
+    and stored entries."""
+    reference = fresh_ledger()
+    with tempfile.TemporaryDirectory() as tmp:
+        machine = LedgerMachine(os.path.join(tmp, "ledger.lmdb"))
+        entries = [encode_entry(configure_entry([public_hex(MINTER)]))]
+        entries += [
+            encode_entry(Entry(commands=tuple(c for c, how in history[i : i + batch_size] if how == "ok")))
+            for i in range(0, len(history), batch_size)
+        ]
+        expected = [None, *(reference.apply_entry_bytes(e) for e in entries[1:])]
+        group = [(i + 1, e) for i, e in enumerate(entries)]
+        got = [r for start in range(0, len(group), 3) for r in machine.apply(group[start : start + 3])]
+        assert got[1:] == expected[1:]
+        assert machine.apply(group[-2:]) == [None, None], "an entry at or below the stored index is skipped"
+        assert machine.applied_index() == len(entries)
+        with machine.reading() as on_disk:
+            on_disk.check_invariants()
+            assert (on_disk.seq, on_disk.audit_hash) == (reference.seq, reference.audit_hash)
+            assert on_disk.minters == reference.minters
+            assert on_disk.currencies() == reference.currencies()
+            assert list(on_disk.store.balances()) == list(reference.store.balances())
+            for c, _ in history:
+                assert on_disk.applied(c.id) == reference.applied(c.id)
+                assert on_disk.rejected(c.id) == reference.rejected(c.id)
+            for key in KEYS:
+                account = public_hex(key)
+                assert on_disk.wallet(account) == reference.wallet(account)
+                assert on_disk.history_length(account) == reference.history_length(account)
+                assert on_disk.account_history(account, 1, 3) == reference.account_history(account, 1, 3)
+            for seq in range(1, reference.seq + 2):
+                assert on_disk.store.entry(seq) == reference.store.entry(seq)
+        machine.close()
 
 
 @settings(max_examples=80, deadline=None)
@@ -241,7 +264,7 @@ def test_no_money_without_a_minter(item: tuple[Command, str]) -> None:
         assert submit(ledger, [sign(KEYS[[public_hex(k) for k in KEYS].index(command.minter)], CLUSTER, command)]) == [
             Code.NOT_A_MINTER
         ]
-        assert ledger.supply["USD"] == 0
+        assert ledger.currencies()["USD"] == (2, 0)
 
 
 def test_unknown_account_has_zero_balance() -> None:
@@ -262,7 +285,7 @@ def test_minting_past_the_largest_amount_is_overflow() -> None:
         Code.OK
     ]
     assert run(Mint(id="03" * 16, minter=pk, to=pk, currency="USD", amount=1, signature=PLACEHOLDER)) == [Code.OVERFLOW]
-    assert ledger.supply["USD"] == MAX_AMOUNT
+    assert ledger.currencies()["USD"] == (2, MAX_AMOUNT)
     ledger.check_invariants()
 
 

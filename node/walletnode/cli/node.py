@@ -185,7 +185,12 @@ def serve(
     )
     if test_faults and os.environ.get(ALLOW_FAULTS) != "1":
         raise click.UsageError(f"--test-fault is for tests only and needs {ALLOW_FAULTS}=1 in the environment")
-    asyncio.run(_serve(config, secret, settings, join_via, frozenset(test_faults)))
+    from ..server.machine import StoreFormatError
+
+    try:
+        asyncio.run(_serve(config, secret, settings, join_via, frozenset(test_faults)))
+    except StoreFormatError as exc:  # a store this version cannot read: say what to do, no traceback
+        raise click.ClickException(str(exc)) from None
 
 
 async def _serve(

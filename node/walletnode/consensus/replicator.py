@@ -7,34 +7,30 @@ state and fsyncs them, all before any vote or acknowledgement leaves; then the d
 applies the committed entries to the state machine, and the loop settles the proposals and reads
 waiting on them. Followers hand their proposals to the leader over the peer link and learn the
 index the leader gave them, so every client is answered by the node it asked, from its own
-state machine. Snapshots are files written by a forked child from the state as of one applied
-index; the log is compacted only once that file is durable, and a follower that needs one is
-streamed the file.
+state machine. The state machine keeps its own state durable, with the last index it applied
+(which a restart starts from): the log is compacted once the state is synced past the compacted
+index, and a follower that needs a snapshot is streamed one consistent read view of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import contextlib
 import itertools
 import logging
 import os
 import random
-import signal
-import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-import msgspec
-
-from . import snapshot, wire
+from . import wire
 from .core import CoreConfig, RaftCore, decode_conf_change, encode_conf_change
-from .durable import fsync_dir
 from .log_store import DiskLog
 from .messages import (
     NONE,
@@ -69,12 +65,42 @@ class Outcome(StrEnum):
     UNKNOWN = "unknown"  # may or may not be applied: retry with the same ids
 
 
-class StateMachine(Protocol):
-    """The replicated state. Called only from the disk thread."""
+class SnapshotView(Protocol):
+    """One consistent read view of the state machine, as of Raft index `index`."""
 
-    def apply(self, entry: bytes) -> Any: ...
-    def dump(self) -> bytes: ...
-    def restore(self, state: bytes) -> None: ...
+    index: int
+
+    def write_to(self, fd: int) -> None:
+        """Write the view to `fd` (a pipe), while the state machine goes on applying."""
+        ...
+
+
+class StateMachine(Protocol):
+    """The replicated state, durable on its own. Called from the disk thread, except `snapshot`."""
+
+    def applied_index(self) -> int:
+        """The last Raft index whose effects the state holds (0: none)."""
+        ...
+
+    def apply(self, entries: Sequence[tuple[int, bytes | None]]) -> list[Any]:
+        """Apply (index, data) in order as one unit that records the last index; data None is an
+        entry of Raft's own. Entries at or below `applied_index()` are skipped. One result per
+        entry; raises OSError (nothing applied) when the disk refuses, to be tried again."""
+        ...
+
+    def sync(self) -> None:
+        """Make everything applied durable: the log may then be compacted up to it."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[SnapshotView]: ...
+
+    def check_snapshot(self, path: str) -> int:
+        """The index of a received snapshot file; raises ValueError if it is not one."""
+        ...
+
+    def install_snapshot(self, path: str) -> int:
+        """Replace the state with the received file at `path` (moved, not copied); its index."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -85,13 +111,14 @@ class RaftSettings:
     compact_bytes: int = 256 << 20  # ... or this many bytes of log
 
 
-def _end_with_parent(parent: int) -> None:
-    """In a snapshot writer: die with the node. A writer outliving a SIGKILLed node could rename
-    its file into place under the node's successor."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)
+def _read_chunk(fd: int) -> bytes:
+    """Up to SNAPSHOT_CHUNK_BYTES from a pipe (which hands out less at a time); b"" at its end."""
+    parts = []
+    size = 0
+    while size < SNAPSHOT_CHUNK_BYTES and (part := os.read(fd, SNAPSHOT_CHUNK_BYTES - size)):
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 def _fail_stop(task: asyncio.Task[Any]) -> None:
@@ -130,7 +157,6 @@ class Replicator:
         self.machine = machine
         self.settings = settings
         self.dir = data_dir
-        self.snapshot_path = os.path.join(data_dir, "ledger.snapshot")
         self.incoming_path = os.path.join(data_dir, "incoming.snapshot")
         self.tick_s = settings.heartbeat_s / TICKS_PER_HEARTBEAT
         self.election_timeout_s = 2 * settings.election_min_s  # the longest a follower waits
@@ -154,7 +180,8 @@ class Replicator:
         self._reads_to_serve: list[tuple[int, Callback]] = []
         self._transfers: list[tuple[int, int, Callback]] = []  # (leader then, wanted (NONE: any), callback)
         self._incoming: tuple[int, Any] | None = None  # (sender, open file) of a snapshot being received
-        self._snapshotting = False
+        self._compacting = False
+        self._streams = 0  # snapshots being sent: no compaction meanwhile, so the entries after them stay
         self._applying: deque[asyncio.Future[list[Any]]] = deque()
         self._receiving_since = 0.0  # when the first chunk of the snapshot being received came
         self.applied = 0  # by the disk thread, as the state machine applies
@@ -166,11 +193,12 @@ class Replicator:
 
     async def start(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
-        if os.path.exists(os.path.join(self.dir, "raft.journal")):
-            raise RuntimeError(
-                f"{self.dir} holds a journal of an older walletnode (pysyncobj), which this version cannot read: "
-                "remove the data directory and let this member catch up from the others"
-            )
+        for older, kind in (("raft.journal", "a journal of pysyncobj"), ("ledger.snapshot", "a snapshot file")):
+            if os.path.exists(os.path.join(self.dir, older)):
+                raise RuntimeError(
+                    f"{self.dir} holds {kind} of an older walletnode, which this version cannot read: "
+                    "remove the data directory and let this member catch up from the others"
+                )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._disk, self._open)
         config = CoreConfig(
@@ -201,35 +229,19 @@ class Replicator:
         self._disk.shutdown()
 
     def _open(self) -> None:
-        """Disk thread: open the log; load the newest snapshot into the state machine."""
+        """Disk thread: open the log (a founding member's first start writes its first snapshot:
+        the configuration, at index 1). The core replays the entries after the log's snapshot;
+        the state machine skips those at or below its own index, so only the tail after that
+        is applied, and the configuration changes among them reach the core."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.incoming_path)  # a snapshot half received when the node stopped
         self.log = DiskLog(os.path.join(self.dir, "log"))
-        if self.log.is_new and self.founding and not os.path.exists(self.snapshot_path):
+        if self.log.is_new and self.founding:
             conf = ConfState(voters=frozenset(self.peers), addresses=tuple(sorted(self.peers.items())))
-            meta = SnapshotMeta(1, 1, conf)
-            self._write_snapshot_file(meta, self.machine.dump())
-            self.log.bootstrap(meta, HardState(term=1, commit=1))
-        if os.path.exists(self.snapshot_path):
-            meta, state = snapshot.read(self.snapshot_path)
-            self.machine.restore(state)
-            self.applied = self.settled = meta.index
-            self._catch_log_up_with(meta)
-
-    def _catch_log_up_with(self, meta: SnapshotMeta) -> None:
-        """Finish what a crash interrupted between a snapshot file's rename and the log's change."""
-        held = self.log.snapshot().index
-        assert meta.index >= held, f"the log is compacted past the snapshot file ({held} > {meta.index})"
-        if meta.index == held:
-            return
-        if meta.index <= self.log.last_index() and self.log.term(meta.index) == meta.term:
-            self.log.compact(meta)
-        else:
-            self.log.install(meta)
-
-    def _write_snapshot_file(self, meta: SnapshotMeta, state: bytes) -> None:
-        temporary = self.snapshot_path + ".tmp"
-        snapshot.write(temporary, meta, state)
-        os.replace(temporary, self.snapshot_path)
-        fsync_dir(self.dir)
+            self.log.bootstrap(SnapshotMeta(1, 1, conf), HardState(term=1, commit=1))
+        held, stored = self.log.snapshot().index, self.machine.applied_index()
+        assert stored >= held or held <= 1, f"the log is compacted past the state machine ({held} > {stored})"
+        self.applied = self.settled = held
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -444,25 +456,30 @@ class Replicator:
                 await asyncio.sleep(1.0)
 
     def _restore(self, meta: SnapshotMeta) -> None:
-        """Disk thread: the received snapshot becomes this node's, and the state machine's."""
-        received, state = snapshot.read(self.incoming_path)
-        assert received == meta, (received, meta)
-        os.replace(self.incoming_path, self.snapshot_path)
-        fsync_dir(self.dir)
-        self.machine.restore(state)
+        """Disk thread: the received snapshot becomes the state machine's. Its index may be past
+        `meta.index` (the view was taken after the leader's log snapshot): the entries between
+        are skipped by the state machine when the core hands them over."""
+        size = os.path.getsize(self.incoming_path)
+        index = self.machine.install_snapshot(self.incoming_path)
+        assert index >= meta.index, (index, meta.index)
         self.applied = self.settled = meta.index
-        self.observer.snapshot_installed(
-            time.perf_counter() - self._receiving_since, os.path.getsize(self.snapshot_path)
-        )
-        log.info("installed a snapshot at index %d (term %d)", meta.index, meta.term)
+        self.observer.snapshot_installed(time.perf_counter() - self._receiving_since, size)
+        log.info("installed a snapshot at index %d (term %d), state at index %d", meta.index, meta.term, index)
 
     def _apply(self, entries: list[Entry]) -> list[Any]:
-        """Disk thread: the state machine applies ledger entries; Raft's own are skipped."""
-        results = []
-        for entry in entries:
-            assert entry.index == self.applied + 1, (entry.index, self.applied)
-            results.append(self.machine.apply(entry.data) if entry.kind == EntryKind.NORMAL and entry.data else None)
-            self.applied = entry.index
+        """Disk thread: the state machine applies the group; Raft's own entries only advance its
+        index. A full disk holds the group (and the core, once MAX_APPLYING are queued) until
+        space returns."""
+        assert entries[0].index == self.applied + 1, (entries[0].index, self.applied)
+        group = [(e.index, e.data if e.kind == EntryKind.NORMAL and e.data else None) for e in entries]
+        while True:
+            try:
+                results = self.machine.apply(group)
+                break
+            except OSError as exc:
+                log.error("cannot apply committed entries, retrying: %s", exc)
+                time.sleep(1.0)
+        self.applied = entries[-1].index
         return results
 
     def _settle(self, entries: list[Entry], results: list[Any]) -> None:
@@ -486,7 +503,7 @@ class Replicator:
         self._settle_transfers()
         members = self.core.conf.members
         self.transport.forget(lambda peer: peer in members or peer in self.peers)
-        self._maybe_snapshot()
+        self._maybe_compact()
 
     def _note_leadership(self) -> None:
         """Log each change of term, role or leader (and tell the observer); a lost leadership ends
@@ -537,83 +554,87 @@ class Replicator:
 
     # -- snapshots --------------------------------------------------------------------------
 
-    def _maybe_snapshot(self) -> None:
-        """Snapshot at the last index handed to the state machine: the disk thread reaches it
-        (jobs run in order) before it forks, and the core's configuration is the one as of it."""
+    def _maybe_compact(self) -> None:
+        """Compact the log up to the last index handed to the state machine, once the state
+        machine has made it durable: the disk thread syncs after the applies queued before (jobs
+        run in order), and the core's configuration is the one as of that index."""
         handed = self.core.log.applied
         held = self.log.snapshot().index
         due = handed - held >= self.settings.compact_entries or (
             self.log.size_bytes > self.settings.compact_bytes and handed > held
         )
-        if due and not self._snapshotting:
-            self._snapshotting = True
+        if due and not self._compacting and not self._streams:
+            self._compacting = True
             meta = SnapshotMeta(handed, self.log.term(handed), self.core.conf_state())
-            asyncio.get_running_loop().create_task(self._take_snapshot(meta))
+            asyncio.get_running_loop().create_task(self._compact(meta))
 
-    async def _take_snapshot(self, meta: SnapshotMeta) -> None:
-        """A forked child writes the state as of `meta.index` (the disk thread forks between two
-        applies), then the log is compacted up to it."""
-        loop = asyncio.get_running_loop()
+    async def _compact(self, meta: SnapshotMeta) -> None:
         try:
-            pid = await loop.run_in_executor(self._disk, self._fork_writer, meta)
-            _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
-                log.error("the snapshot writer failed (exit status %d)", os.waitstatus_to_exitcode(status))
-                return
-            self._finish_snapshot(meta)
+            await asyncio.get_running_loop().run_in_executor(self._disk, self._sync_through, meta.index)
+            if meta.index > self.log.snapshot().index:  # else a newer one was installed meanwhile
+                self.log.compact(meta)
         finally:
-            self._snapshotting = False
+            self._compacting = False
 
-    def _fork_writer(self, meta: SnapshotMeta) -> int:
-        assert self.applied == meta.index, (self.applied, meta.index)
-        parent = os.getpid()
-        pid = os.fork()
-        if pid:
-            return pid
-        try:  # the child: write, fsync, exit, never return into the node's code
-            _end_with_parent(parent)
-            snapshot.write(self.snapshot_path + ".tmp", meta, self.machine.dump())
-            os._exit(0)
-        finally:
-            os._exit(1)
-
-    def _finish_snapshot(self, meta: SnapshotMeta) -> None:
-        if meta.index <= self.log.snapshot().index:  # a newer one was installed meanwhile
-            os.unlink(self.snapshot_path + ".tmp")
-            return
-        os.replace(self.snapshot_path + ".tmp", self.snapshot_path)
-        fsync_dir(self.dir)
-        self.log.compact(meta)
+    def _sync_through(self, index: int) -> None:
+        assert self.applied >= index, (self.applied, index)
+        self.machine.sync()
 
     async def _stream_snapshot(self, message: Message) -> None:
-        """Send the snapshot file in chunks, as fast as the link drains, then its metadata."""
-        loop = asyncio.get_running_loop()
+        """Stream one read view of the state machine in chunks, as fast as the link drains, then
+        the log snapshot's metadata; the view holds at least everything up to that snapshot."""
         to = message.to
         address = self._address(to)
+        assert message.snapshot is not None
         ok = False
         started = time.perf_counter()
+        self._streams += 1
         try:
             if address is None:
                 return
             link = self.transport.link(to, address)
-            with open(self.snapshot_path, "rb") as f:
-                offset = 0
-                while chunk := await loop.run_in_executor(None, f.read, SNAPSHOT_CHUNK_BYTES):
-                    if offset and not link.connected:
-                        return  # the stream broke; the follower will be sent a fresh one
-                    await link.room.wait()
-                    self.transport.send(to, address, wire.Kind.SNAPSHOT_CHUNK, wire.SnapshotChunk(offset, chunk))
-                    offset += len(chunk)
-            f_meta, _ = await loop.run_in_executor(None, snapshot.read, self.snapshot_path)
-            sent = msgspec.structs.replace(message, snapshot=f_meta)
-            self.transport.send(to, address, wire.Kind.SNAPSHOT_DONE, wire.SnapshotDone(sent, offset))
+            with self.machine.snapshot() as view:
+                assert view.index >= message.snapshot.index, (view.index, message.snapshot.index)
+                offset = await self._send_view(view, link, to, address)
+            if offset is None:
+                return  # the stream broke; the follower will be sent a fresh one
+            self.transport.send(to, address, wire.Kind.SNAPSHOT_DONE, wire.SnapshotDone(message, offset))
             ok = True
             self.observer.snapshot_sent(time.perf_counter() - started, offset)
         except OSError as exc:
             log.warning("sending a snapshot to %s failed: %s", address, exc)
         finally:
+            self._streams -= 1
             self.core.report_snapshot(to, ok)
             self._kick()
+
+    async def _send_view(self, view: SnapshotView, link: Any, to: int, address: str) -> int | None:
+        """The view goes through a pipe: a thread writes it, the loop sends what arrives. Returns
+        the bytes sent, or None if the link broke (closing the pipe stops the writer)."""
+        loop = asyncio.get_running_loop()
+        read_end, write_end = os.pipe()
+
+        def write() -> None:
+            try:
+                view.write_to(write_end)
+            finally:
+                os.close(write_end)
+
+        writer = loop.run_in_executor(None, write)
+        offset = 0
+        try:
+            while chunk := await loop.run_in_executor(None, _read_chunk, read_end):
+                if offset and not link.connected:
+                    return None
+                await link.room.wait()
+                self.transport.send(to, address, wire.Kind.SNAPSHOT_CHUNK, wire.SnapshotChunk(offset, chunk))
+                offset += len(chunk)
+        finally:
+            os.close(read_end)
+            with contextlib.suppress(Exception):  # a writer cut off by the close above
+                await writer
+        await writer  # a view that could not be written whole was not sent whole
+        return offset
 
     def _on_snapshot_chunk(self, peer: int, chunk: wire.SnapshotChunk) -> None:
         if chunk.offset == 0:
@@ -635,13 +656,15 @@ class Replicator:
             asyncio.get_running_loop().create_task(self._check_and_step(done.message))
 
     async def _check_and_step(self, message: Message) -> None:
-        """Verify the received file (framing, checksums, metadata) before the core sees it."""
+        """Check the received file (the state machine opens it) before the core sees it."""
+        assert message.snapshot is not None
+        loop = asyncio.get_running_loop()
         try:
-            meta, _ = await asyncio.get_running_loop().run_in_executor(self._disk, snapshot.read, self.incoming_path)
-        except (OSError, snapshot.CorruptSnapshot) as exc:
+            index = await loop.run_in_executor(self._disk, self.machine.check_snapshot, self.incoming_path)
+        except (OSError, ValueError) as exc:
             log.warning("discarded a received snapshot: %s", exc)
             return
-        if meta == message.snapshot:
+        if index >= message.snapshot.index:
             self.core.step(message)
             self._kick()
 
@@ -685,6 +708,7 @@ class Replicator:
             "applied_index": self.applied,
             "log_length": core.log.last_index() - core.log.first_index() + 1,
             "journal_bytes": self.log.size_bytes,
+            "first_log_index": self.log.first_index(),
             "has_quorum": core.leader != NONE,
             "members": members,
             "learners": sorted(a for n, a in conf.addresses if n in conf.learners),

@@ -8,7 +8,6 @@ settle). Anything else is a bug, logged, and still answered in JSON.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import time
@@ -23,7 +22,7 @@ from ..ledger.codes import Code
 from ..ledger.commands import Command
 from . import identity, openapi
 from .batcher import OutcomeUnknown, Unavailable
-from .runtime import LedgerNode
+from .runtime import DiskFullError, LedgerNode
 from .schemas import (
     Attestation,
     Balances,
@@ -50,6 +49,7 @@ MAX_BODY = 8 << 20  # 8,190 transfers of ~330 bytes of JSON fit with room to spa
 KEY = re.compile(r"^[0-9a-f]{64}$")
 ID = re.compile(r"^[0-9a-f]{32}$")
 CURRENCY = re.compile(r"^[A-Z][A-Z0-9]{0,11}$")
+EVENTS_PER_READ = 64  # entries read from the store per step of an event stream
 NODE_KEY: web.AppKey[LedgerNode] = web.AppKey("node", LedgerNode)
 Body = TypeVar("Body")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -86,6 +86,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
     except Unavailable as exc:
         response = error(503, "unavailable", str(exc))
+    except DiskFullError as exc:
+        response = error(507, "disk_full", str(exc))
     except OutcomeUnknown as exc:
         response = error(503, "outcome_unknown", f"{exc}; retry with the same ids (they are idempotent)")
     except Exception:
@@ -229,7 +231,7 @@ async def get_history(request: web.Request) -> web.Response:
     await consistent(request)
     with request.app[NODE_KEY].machine.reading() as ledger:
         items = [HistoryItem(a.seq, a.command) for a in ledger.account_history(key, after, limit)]
-        more = len(ledger.history.get(key, ())) > after + len(items)
+        more = ledger.history_length(key) > after + len(items)
     return reply(History(account=key, items=items, next=after + len(items) if more else None))
 
 
@@ -257,7 +259,7 @@ async def get_currencies(request: web.Request) -> web.Response:
     reject_unknown_query(request, {"consistency"})
     await consistent(request)
     with request.app[NODE_KEY].machine.reading() as ledger:
-        infos = [CurrencyInfo(code, scale, ledger.supply[code]) for code, scale in sorted(ledger.currencies.items())]
+        infos = [CurrencyInfo(code, scale, supply) for code, (scale, supply) in sorted(ledger.currencies().items())]
         index = ledger.seq
     return reply(Currencies(infos, index))
 
@@ -300,6 +302,8 @@ def status_of(node: LedgerNode) -> Status:
         node_key=node.key.verify_key.encode().hex(),
         minters=minters,
         journal_bytes=raft["journal_bytes"],
+        first_log_index=raft["first_log_index"],
+        store_bytes=node.machine.size_bytes(),
         version=__version__,
     )
 
@@ -342,30 +346,25 @@ async def events(request: web.Request) -> web.StreamResponse:
     if not raw.isdigit() or int(raw) > 2**62:
         raise ApiError(400, "invalid_event_id", "Last-Event-ID / after must be a non-negative integer")
     last = int(raw)
-    window = request.app[NODE_KEY].events
-    assert window is not None
+    node = request.app[NODE_KEY]
+    assert node.events is not None
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     while True:
-        if last + 1 < window.first_seq:
-            gap = {"requested": last + 1, "first_available": window.first_seq}
-            await response.write(f"event: gap\ndata: {json.dumps(gap)}\n\n".encode())
-            last = window.first_seq - 1
-        batch = window.since(last)
-        for applied in batch:
+        batch = node.machine.entries(last, EVENTS_PER_READ)
+        for stored in batch:
             data = {
-                "index": applied.seq,
-                "audit_hash": applied.audit_hash.hex(),
-                "entry": base64.b64encode(applied.entry).decode(),
-                "results": applied.results,
+                "index": stored.seq,
+                "audit_hash": stored.audit_hash.hex(),
+                "entry": base64.b64encode(stored.data).decode(),
+                "results": stored.results,
             }
-            await response.write(
-                f"id: {applied.seq}\nevent: entry\ndata: ".encode() + msgspec.json.encode(data) + b"\n\n"
-            )
-            last = applied.seq
+            head = f"id: {stored.seq}\nevent: entry\ndata: ".encode()
+            await response.write(head + msgspec.json.encode(data) + b"\n\n")
+            last = stored.seq
         if not batch:
             await response.write(b": keep-alive\n\n")
-            await window.wait(15.0)
+            await node.events.wait_past(last, 15.0)
 
 
 # -- admin (the operator) ----------------------------------------------------------------------

@@ -1,20 +1,28 @@
-"""The ledger as a replicated state machine: applied on the Raft thread, read by the HTTP loop.
+"""The ledger as a replicated state machine, kept on disk: applied on the Raft thread, read by the HTTP loop.
 
-A lock makes each entry atomic for readers (nobody sees the debit of a transfer without its
-credit). Listeners hear of every applied entry, for the event stream and metrics.
+Each group of committed entries is one LMDB write transaction that also records the last Raft
+index, so the store alone says how far it got: a restart replays only the journal after it, and an
+entry at or below it is never applied again. Readers use read transactions: they see whole
+groups (never the debit of a transfer without its credit) without waiting for the writer.
+Listeners hear of every applied entry after it committed, for the event stream and metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
 
+import lmdb
 import msgspec
 
+from ..consensus.durable import fsync_dir, fsync_file
 from ..ledger.codes import Code
 from ..ledger.state import Ledger
+from ..ledger.store import StoredEntry
+from .lmdb_store import DiskFull, LmdbStore, StoreFile, StoreFormatError, disk_full, raft_index, set_raft_index
 
 
 class AppliedEntry(msgspec.Struct, frozen=True):
@@ -29,12 +37,39 @@ Listener = Callable[[AppliedEntry], None]
 RestoreListener = Callable[[int, bytes], None]
 
 
+class StoreView:
+    """One consistent read view of the store, as of Raft index `index` (a snapshot to stream)."""
+
+    def __init__(self, file: StoreFile, txn: lmdb.Transaction) -> None:
+        self._file = file
+        self._txn = txn
+        self.index = raft_index(txn, file.dbs)
+
+    def write_to(self, fd: int) -> None:
+        """Write the view, as a compact LMDB file, to `fd`; the leader keeps writing meanwhile."""
+        self._file.copy_to(fd, self._txn)
+
+
 class LedgerMachine:
-    def __init__(self) -> None:
-        self._ledger = Ledger()
-        self._lock = threading.Lock()
+    def __init__(self, path: str) -> None:
+        """`path`: the store file (created if absent)."""
+        self.path = path
+        self._file = StoreFile(path)
+        # Guards the environment's replacement by a received snapshot; the writer needs no lock.
+        self._lock = threading.RLock()
+        self._views = 0  # snapshot views being streamed (the environment stays open for them)
+        self._no_views = threading.Condition(self._lock)
         self._listeners: list[Listener] = []
         self._restore_listeners: list[RestoreListener] = []
+        #: Why the last write failed, until one succeeds (a full disk): writes are refused meanwhile.
+        self.write_error: str | None = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def size_bytes(self) -> int:
+        return os.path.getsize(self.path)
 
     def on_applied(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -42,34 +77,104 @@ class LedgerMachine:
     def on_restored(self, listener: RestoreListener) -> None:
         self._restore_listeners.append(listener)
 
-    @contextmanager
+    @contextlib.contextmanager
     def reading(self) -> Iterator[Ledger]:
-        """The ledger between entries; hold only briefly (the Raft thread waits meanwhile)."""
-        with self._lock:
-            yield self._ledger
+        """The ledger as of one applied group of entries (a read transaction: hold it briefly)."""
+        with self._lock, self._file.env.begin() as txn:
+            yield Ledger(LmdbStore(self._file, txn))
 
-    # -- StateMachine (Raft thread) ---------------------------------------------------------
+    def entries(self, after: int, limit: int) -> list[StoredEntry]:
+        """Applied entries with seq > `after`, oldest first: the event stream, from genesis."""
+        with self.reading() as ledger:
+            out = []
+            for seq in range(after + 1, after + 1 + limit):
+                found = ledger.store.entry(seq)
+                if found is None:
+                    break
+                out.append(found)
+            return out
 
-    def apply(self, entry: bytes) -> list[Code]:
+    # -- StateMachine (the Raft disk thread) ------------------------------------------------
+
+    def applied_index(self) -> int:
+        return self._file.raft_index()
+
+    def apply(self, entries: Sequence[tuple[int, bytes | None]]) -> list[list[Code] | None]:
+        """Apply (Raft index, ledger entry or None) in one write transaction that records the last
+        index. Entries at or below the stored index are skipped (answer None). Raises `DiskFull`
+        when the disk refuses: then nothing of the group was kept, and the caller tries again."""
         started = time.perf_counter()
-        with self._lock:
-            results = self._ledger.apply_entry_bytes(entry)
-            applied = AppliedEntry(
-                self._ledger.seq, self._ledger.audit_hash, entry, results, time.perf_counter() - started
-            )
-        for listener in self._listeners:
-            listener(applied)
+        applied: list[AppliedEntry] = []
+        results: list[list[Code] | None] = []
+        try:
+            with self._file.env.begin(write=True) as txn:
+                done = raft_index(txn, self._file.dbs)
+                ledger = Ledger(LmdbStore(self._file, txn))
+                for index, data in entries:
+                    if index <= done or data is None:
+                        results.append(None)
+                        continue
+                    codes = ledger.apply_entry_bytes(data)
+                    results.append(codes)
+                    applied.append(AppliedEntry(ledger.seq, ledger.audit_hash, data, codes))
+                if entries and entries[-1][0] > done:
+                    set_raft_index(txn, self._file.dbs, entries[-1][0])
+        except lmdb.Error as exc:
+            full = disk_full(exc)
+            if full is None:
+                raise
+            self.write_error = str(full)
+            raise full from exc
+        self.write_error = None
+        seconds = (time.perf_counter() - started) / max(1, len(applied))
+        for item in applied:
+            item = msgspec.structs.replace(item, apply_seconds=seconds)
+            for listener in self._listeners:
+                listener(item)
         return results
 
-    def dump(self) -> bytes:
-        """Called on the Raft thread, the only writer, so the state is between entries without
-        the lock. It also runs in a forked child, where the lock may be held by a reader thread
-        that does not exist there: taking it would hang forever."""
-        return self._ledger.dump()
+    def sync(self) -> None:
+        """Everything applied so far on stable storage (before the journal is compacted past it)."""
+        self._file.sync()
 
-    def restore(self, state: bytes) -> None:
-        ledger = Ledger.load(state)
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[StoreView]:
+        """A read view to stream to a follower; open while the stream lasts."""
         with self._lock:
-            self._ledger = ledger
+            self._views += 1
+            file = self._file
+        try:
+            with file.env.begin() as txn:
+                yield StoreView(file, txn)
+        finally:
+            with self._lock:
+                self._views -= 1
+                self._no_views.notify_all()
+
+    @staticmethod
+    def check_snapshot(path: str) -> int:
+        """The Raft index of a received store copy; raises `StoreFormatError` if it is not one."""
+        received = StoreFile(path, readonly=True)
+        try:
+            return received.raft_index()
+        finally:
+            received.close()
+
+    def install_snapshot(self, path: str) -> int:
+        """Make the received copy at `path` this node's store. A crash at any point leaves either
+        the old store or the new one whole (the rename is the switch); returns the new index."""
+        fsync_file(path)
+        with self._lock:
+            self._no_views.wait_for(lambda: self._views == 0)
+            self._file.close()
+            os.replace(path, self.path)
+            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+            self._file = StoreFile(self.path)
+        with self.reading() as ledger:
+            seq, audit_hash = ledger.seq, ledger.audit_hash
         for listener in self._restore_listeners:
-            listener(ledger.seq, ledger.audit_hash)
+            listener(seq, audit_hash)
+        return self.applied_index()
+
+
+__all__ = ["AppliedEntry", "DiskFull", "LedgerMachine", "StoreFormatError", "StoreView"]

@@ -65,6 +65,11 @@ ERROR_CODES: list[tuple[str, int, str]] = [
     ("internal", 500, "a bug: the node logged it"),
     ("unavailable", 503, "no leader with a quorum known: nothing was applied, retry anywhere"),
     ("outcome_unknown", 503, "the entry was proposed and its fate is not known: send the same commands again"),
+    (
+        "disk_full",
+        507,
+        "the node's data volume is full: the write was refused, nothing of it applied; retry once space returns",
+    ),
     ("not_ready", 503, "/readyz: no leader known, or the cluster's minters not yet in force"),
 ]  # fmt: skip
 
@@ -85,6 +90,7 @@ WRITE_ERRORS = (
     "body_too_large",
     "unavailable",
     "outcome_unknown",
+    "disk_full",
 )
 READ_ERRORS = ("invalid_query", "unavailable")
 ADMIN_ERRORS = ("malformed_json", "invalid_request", "unauthorized", "no_leader", "unknown")

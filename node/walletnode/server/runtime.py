@@ -17,12 +17,21 @@ from ..ledger.commands import Command
 from ..ledger.state import configure_entry
 from . import identity
 from .batcher import GroupCommitter, OutcomeUnknown, Unavailable
-from .events import EventWindow
+from .events import EventFeed
 from .machine import LedgerMachine
 from .metrics import Metrics, raft_gauges, volume_gauges
 from .verifier import Verifier
 
 log = logging.getLogger(__name__)
+
+
+#: Writes are refused while less than this is free on the data volume: the store, the journal and
+#: a snapshot being received need room to finish what is already accepted.
+RESERVE_BYTES = 4 << 20
+
+
+class DiskFullError(Exception):
+    """The data volume is (nearly) full: the write was refused, nothing of it was applied."""
 
 
 def raft_id(member: int) -> int:
@@ -43,12 +52,12 @@ class LedgerNode:
         self.faults = faults
         self._secret = secret
         self._settings = settings
-        self.machine = LedgerMachine()
         self.key: SigningKey = identity.load_or_create(self._ensure_dir(config.data_dir))
+        self.machine = LedgerMachine(os.path.join(config.data_dir, "ledger.lmdb"))
         self.metrics = Metrics()
         self.raft: Replicator | None = None
         self.committer: GroupCommitter | None = None
-        self.events: EventWindow | None = None
+        self.events: EventFeed | None = None
         self.verifier = Verifier(config.cluster_id)
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -59,10 +68,11 @@ class LedgerNode:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.events = EventWindow(loop)
-        self.machine.on_applied(self.events.push_threadsafe)
+        with self.machine.reading() as ledger:
+            self.events = EventFeed(loop, ledger.seq)
+        self.machine.on_applied(self.events.applied_threadsafe)
         self.machine.on_applied(self.metrics.observe_entry)
-        self.machine.on_restored(self.events.reset_threadsafe)
+        self.machine.on_restored(self.events.restored_threadsafe)
         self.raft = Replicator(
             raft_id(self.config.id),
             self.config.cluster_id,
@@ -86,6 +96,7 @@ class LedgerNode:
             task.cancel()
         if self.raft is not None:
             await self.raft.stop()
+        self.machine.close()
         self.verifier.close()
 
     # -- writes -----------------------------------------------------------------------------
@@ -93,12 +104,28 @@ class LedgerNode:
     async def execute(self, commands: list[Command]) -> list[Code]:
         """Verify signatures here, replicate the rest, and return one code per command."""
         assert self.committer is not None
+        problem = self.disk_problem()
+        if problem is not None:
+            raise DiskFullError(problem)
         ok = await self.verifier.verify(commands)
         admitted = [c for c, good in zip(commands, ok, strict=True) if good]
         codes = iter(await self.committer.submit(admitted) if admitted else [])
         results = [next(codes) if good else Code.INVALID_SIGNATURE for good in ok]
         self.metrics.observe_results(commands, results)
         return results
+
+    def disk_problem(self) -> str | None:
+        """Why this node cannot take writes now because of its disk, or None."""
+        if self.machine.write_error is not None:
+            return f"the ledger store could not write ({self.machine.write_error}); free space on the data volume"
+        stat = os.statvfs(self.config.data_dir)
+        free = stat.f_bavail * stat.f_frsize
+        if free < RESERVE_BYTES:
+            return (
+                f"the data volume of {self.config.name} has {free} bytes free (writes stop below {RESERVE_BYTES}): "
+                "free space or grow the volume; nothing acknowledged is lost and writes resume by themselves"
+            )
+        return None
 
     async def read_barrier(self) -> None:
         assert self.committer is not None

@@ -148,6 +148,10 @@ class Status(msgspec.Struct):
     node_key: Annotated[str, msgspec.Meta(description="this node's identity key (ed25519, 64 hex): attestations")]
     minters: Annotated[list[str], msgspec.Meta(description="minter keys in force in the ledger")]
     journal_bytes: Annotated[int, msgspec.Meta(description="size of the Raft journal on disk")]
+    first_log_index: Annotated[
+        int, msgspec.Meta(description="first Raft index in the journal (the ones before are compacted into the store)")
+    ]
+    store_bytes: Annotated[int, msgspec.Meta(description="size of the ledger store (LMDB file) on disk")]
     version: Annotated[str, msgspec.Meta(description="walletcluster version of the node")]
 
 

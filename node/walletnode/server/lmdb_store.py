@@ -1,0 +1,302 @@
+"""The ledger on disk: one LMDB file holding everything `LedgerStore` names, plus the Raft index.
+
+Layout (every integer big-endian, so keys sort numerically; keys and ids as raw bytes, not hex):
+
+    meta        b"format"      -> FORMAT
+                b"raft_index"  -> u64, the last Raft index applied (etcd's consistent index)
+                b"head"        -> u64 seq + 32-byte audit hash
+                b"minters"     -> 32-byte keys, sorted
+    currencies  code (ascii)   -> u8 scale + u64 supply
+    balances    account(32) + code -> u64
+    commands    id(16)         -> u64 seq + u32 position in the entry + u8 result code
+    history     account(32) + u64 n -> id(16)
+    entries     u64 seq        -> 32-byte audit hash + u32 n + n result codes + the entry's bytes
+
+A command is kept once, in its entry; its id row points there. Memory does not grow with
+history: nothing here is kept per account or per command except `EntryCache`, which is bounded.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import lmdb
+
+from ..ledger.codes import Code
+from ..ledger.commands import GENESIS, Command, Entry, decode_entry
+from ..ledger.store import Applied, Rejected, StoredEntry
+
+FORMAT = b"walletcluster-ledger/1"
+CODES = tuple(Code)  # a result code is stored as its position here: append only (part of FORMAT)
+_CODE_BYTE = {code: i for i, code in enumerate(CODES)}
+_U64 = struct.Struct(">Q")
+_REF = struct.Struct(">QIB")
+_ENTRY_HEAD = struct.Struct(">32sI")
+_LAST = b"\xff" * 8
+DATABASES = (b"meta", b"currencies", b"balances", b"commands", b"history", b"entries")
+
+
+class StoreFormatError(ValueError):
+    """The store was written by another version (or is not a ledger store)."""
+
+
+class DiskFull(OSError):
+    """The store cannot grow: nothing of the refused write was kept."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(errno.ENOSPC, f"the ledger store cannot grow: {detail}")
+
+
+class EntryCache:
+    """Decoded entries by seq, the most recent `size` used. Entry `seq` is the same bytes on every
+    replica and forever, so an entry cached here never goes stale."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._entries: OrderedDict[int, Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, seq: int, load: Callable[[], bytes]) -> Entry:
+        with self._lock:
+            entry = self._entries.get(seq)
+            if entry is not None:
+                self._entries.move_to_end(seq)
+                return entry
+        entry = decode_entry(load())
+        self.put(seq, entry)
+        return entry
+
+    def put(self, seq: int, entry: Entry) -> None:
+        with self._lock:
+            self._entries[seq] = entry
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
+class StoreFile:
+    """The LMDB environment of one ledger. One writer thread; readers anywhere."""
+
+    def __init__(self, path: str, map_size: int = 1 << 40, readonly: bool = False) -> None:
+        """`map_size` only reserves address space; the file grows as the ledger does."""
+        self.path = path
+        try:
+            self.env = lmdb.open(
+                path,
+                subdir=False,
+                map_size=map_size,
+                max_dbs=len(DATABASES),
+                metasync=False,  # one fsync per write txn, not two: a crash may undo the last txn,
+                sync=True,  # which the Raft journal replays (the index is stored in the same txn)
+                readahead=False,
+                readonly=readonly,
+                lock=not readonly,
+                max_readers=256,
+            )
+        except lmdb.Error as exc:
+            raise StoreFormatError(f"{path}: not a ledger store this version can open ({exc})") from exc
+        try:
+            self.dbs = {name: self.env.open_db(name, create=not readonly) for name in DATABASES}
+        except lmdb.Error as exc:
+            self.env.close()
+            raise StoreFormatError(f"{path}: not a ledger store this version can open ({exc})") from exc
+        self.cache = EntryCache()
+        self._check_format(readonly)
+
+    def _check_format(self, readonly: bool) -> None:
+        with self.env.begin(write=not readonly) as txn:
+            found = txn.get(b"format", db=self.dbs[b"meta"])
+            if found is None and not readonly and txn.stat(self.dbs[b"meta"])["entries"] == 0:
+                txn.put(b"format", FORMAT, db=self.dbs[b"meta"])
+                return
+        if found != FORMAT:
+            self.env.close()
+            raise StoreFormatError(
+                f"{self.path} holds a ledger store of format {found!r}, this walletnode reads {FORMAT!r}: "
+                "run the version that wrote it, or remove the data directory and let this member catch up "
+                "from the others"
+            )
+
+    def raft_index(self) -> int:
+        with self.env.begin() as txn:
+            return raft_index(txn, self.dbs)
+
+    def sync(self) -> None:
+        """Everything committed so far on stable storage."""
+        self.env.sync(True)
+
+    def copy_to(self, fd: int, txn: lmdb.Transaction) -> None:
+        """Write a compact copy of the store as `txn` sees it to `fd` (a pipe or a file)."""
+        self.env.copyfd(fd, compact=True, txn=txn)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def raft_index(txn: lmdb.Transaction, dbs: dict[bytes, Any]) -> int:
+    found = txn.get(b"raft_index", db=dbs[b"meta"])
+    return 0 if found is None else int(_U64.unpack(found)[0])
+
+
+def set_raft_index(txn: lmdb.Transaction, dbs: dict[bytes, Any], index: int) -> None:
+    txn.put(b"raft_index", _U64.pack(index), db=dbs[b"meta"])
+
+
+def disk_full(exc: lmdb.Error) -> DiskFull | None:
+    """The lmdb error as `DiskFull` when it means the disk (or the map) is full."""
+    if isinstance(exc, lmdb.MapFullError) or "No space left" in str(exc) or "ENOSPC" in str(exc):
+        return DiskFull(str(exc))
+    return None
+
+
+class LmdbStore:
+    """`LedgerStore` over one LMDB transaction (a write txn on the Raft thread, else a read txn)."""
+
+    def __init__(self, file: StoreFile, txn: lmdb.Transaction) -> None:
+        self._txn = txn
+        self._cache = file.cache
+        dbs = file.dbs
+        self._meta, self._currencies, self._balances = dbs[b"meta"], dbs[b"currencies"], dbs[b"balances"]
+        self._commands, self._history, self._entries = dbs[b"commands"], dbs[b"history"], dbs[b"entries"]
+        self._pending: tuple[int, bytes, bytes] | None = None  # (seq, audit hash, data) until set_results
+
+    def head(self) -> tuple[int, bytes]:
+        if self._pending is not None:
+            return self._pending[0], self._pending[1]
+        found = self._txn.get(b"head", db=self._meta)
+        if found is None:
+            return 0, GENESIS
+        return int(_U64.unpack_from(found)[0]), bytes(found[8:40])
+
+    def append_entry(self, seq: int, audit_hash: bytes, data: bytes, entry: Entry) -> None:
+        assert self._pending is None, "set_results ends an entry before the next one"
+        self._pending = (seq, audit_hash, data)
+        self._cache.put(seq, entry)
+        self._txn.put(b"head", _U64.pack(seq) + audit_hash, db=self._meta)
+
+    def set_results(self, seq: int, results: list[Code]) -> None:
+        assert self._pending is not None and self._pending[0] == seq
+        _, audit_hash, data = self._pending
+        self._pending = None
+        row = _ENTRY_HEAD.pack(audit_hash, len(results)) + bytes(_CODE_BYTE[r] for r in results) + data
+        self._txn.put(_U64.pack(seq), row, db=self._entries, append=True)
+
+    def entry(self, seq: int) -> StoredEntry | None:
+        row = self._txn.get(_U64.pack(seq), db=self._entries)
+        if row is None:
+            return None
+        audit_hash, n = _ENTRY_HEAD.unpack_from(row)
+        start = _ENTRY_HEAD.size
+        results = [CODES[b] for b in row[start : start + n]]
+        return StoredEntry(seq, audit_hash, bytes(row[start + n :]), results)
+
+    def _command(self, seq: int, position: int) -> Command:
+        def load() -> bytes:
+            if self._pending is not None and self._pending[0] == seq:
+                return self._pending[2]
+            return self._entry_data(seq)
+
+        return self._cache.get(seq, load).commands[position]
+
+    def _entry_data(self, seq: int) -> bytes:
+        row = self._txn.get(_U64.pack(seq), db=self._entries)
+        assert row is not None, f"entry {seq} referenced by a command is missing"
+        _, n = _ENTRY_HEAD.unpack_from(row)
+        return bytes(row[_ENTRY_HEAD.size + n :])
+
+    def minters(self) -> frozenset[str]:
+        raw = self._txn.get(b"minters", db=self._meta) or b""
+        return frozenset(raw[i : i + 32].hex() for i in range(0, len(raw), 32))
+
+    def set_minters(self, minters: frozenset[str]) -> None:
+        self._txn.put(b"minters", b"".join(bytes.fromhex(m) for m in sorted(minters)), db=self._meta)
+
+    def currencies(self) -> dict[str, int]:
+        with self._txn.cursor(self._currencies) as cursor:
+            return {bytes(code).decode(): value[0] for code, value in cursor}
+
+    def scale(self, code: str) -> int | None:
+        found = self._txn.get(code.encode(), db=self._currencies)
+        return None if found is None else int(found[0])
+
+    def supply(self, code: str) -> int:
+        found = self._txn.get(code.encode(), db=self._currencies)
+        assert found is not None, f"unknown currency {code}"
+        return int(_U64.unpack_from(found, 1)[0])
+
+    def set_currency(self, code: str, scale: int, supply: int) -> None:
+        self._txn.put(code.encode(), bytes((scale,)) + _U64.pack(supply), db=self._currencies)
+
+    def balance(self, account: str, currency: str) -> int:
+        found = self._txn.get(bytes.fromhex(account) + currency.encode(), db=self._balances)
+        return 0 if found is None else int(_U64.unpack(found)[0])
+
+    def set_balance(self, account: str, currency: str, amount: int) -> None:
+        self._txn.put(bytes.fromhex(account) + currency.encode(), _U64.pack(amount), db=self._balances)
+
+    def wallet(self, account: str) -> dict[str, int]:
+        prefix = bytes.fromhex(account)
+        out: dict[str, int] = {}
+        with self._txn.cursor(self._balances) as cursor:
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if key[:32] != prefix:
+                        break
+                    out[bytes(key[32:]).decode()] = int(_U64.unpack(value)[0])
+        return out
+
+    def balances(self) -> Iterator[tuple[str, str, int]]:
+        with self._txn.cursor(self._balances) as cursor:
+            for key, value in cursor:
+                yield bytes(key[:32]).hex(), bytes(key[32:]).decode(), int(_U64.unpack(value)[0])
+
+    def judged(self, command_id: str) -> Applied | Rejected | None:
+        found = self._txn.get(bytes.fromhex(command_id), db=self._commands)
+        if found is None:
+            return None
+        seq, position, code = _REF.unpack(found)
+        command = self._command(seq, position)
+        return Applied(seq, command) if CODES[code] is Code.OK else Rejected(CODES[code], command)
+
+    def record(self, command: Command, seq: int, position: int, code: Code) -> None:
+        self._txn.put(bytes.fromhex(command.id), _REF.pack(seq, position, _CODE_BYTE[code]), db=self._commands)
+
+    def append_history(self, account: str, command_id: str) -> None:
+        prefix = bytes.fromhex(account)
+        n = self._history_length(prefix)
+        self._txn.put(prefix + _U64.pack(n), bytes.fromhex(command_id), db=self._history)
+
+    def history(self, account: str, after: int, limit: int) -> list[str]:
+        prefix = bytes.fromhex(account)
+        out: list[str] = []
+        with self._txn.cursor(self._history) as cursor:
+            if cursor.set_range(prefix + _U64.pack(after)):
+                for key, value in cursor:
+                    if key[:32] != prefix or len(out) >= limit:
+                        break
+                    out.append(bytes(value).hex())
+        return out
+
+    def history_length(self, account: str) -> int:
+        return self._history_length(bytes.fromhex(account))
+
+    def _history_length(self, prefix: bytes) -> int:
+        """One past the account's last n: the key after its rows, then one step back."""
+        with self._txn.cursor(self._history) as cursor:
+            positioned = cursor.prev() if cursor.set_range(prefix + _LAST) else cursor.last()
+            if not positioned:
+                return 0
+            key = cursor.key()
+            return int(_U64.unpack_from(key, 32)[0]) + 1 if key[:32] == prefix else 0
+
+
+def remove_store(path: str) -> None:
+    """Remove a store file and its lock file (a half-received copy, say)."""
+    for name in (path, path + "-lock"):
+        if os.path.exists(name):
+            os.unlink(name)
