@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 
 SCHEDULES ?= 3
 SEEDS     ?= 10000
+# History sizes (transfers applied) `make bench` measures memory, disk, throughput, restart and catch-up at.
+HISTORY   ?= 10000,1000000,10000000
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +32,7 @@ bench: $(STAMP)
 	hack/host-deps
 	$(BIN)/pytest tests/bench --benchmark-only --benchmark-json=bench/hot-paths.json
 	$(BIN)/python -m bench.run --update-doc docs/benchmarks.md
+	$(BIN)/python -m bench.history --transfers $(HISTORY) --update-doc docs/benchmarks.md
 
 test-k8s: $(STAMP)
 	hack/k8s/up --with-node

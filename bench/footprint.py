@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 
-from walletnode.consensus import snapshot
 from walletnode.ledger.signing import public_hex
 from walletnode.localcluster import LocalCluster
 
@@ -32,7 +31,7 @@ from .workload import MINTER, Signer
 MIB = 1 << 20
 
 
-def _status(url: str) -> dict[str, Any] | None:
+def node_status(url: str) -> dict[str, Any] | None:
     try:
         r = httpx.get(url + "/v1/status", timeout=5)
         return dict(r.json()) if r.status_code == 200 else None
@@ -44,7 +43,7 @@ def wait_applied(cluster: LocalCluster, nodes: list[int], timeout: float) -> Non
     """Until every given node has applied the leader's commit index."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        statuses = {i: _status(cluster.urls[i]) for i in range(cluster.size)}
+        statuses = {i: node_status(cluster.urls[i]) for i in range(cluster.size)}
         leader = [s for s in statuses.values() if s and s["role"] == "leader"]
         if leader and all(
             statuses[i] and statuses[i]["applied_index"] >= leader[0]["commit_index"]  # type: ignore[index]
@@ -154,26 +153,23 @@ async def measure(
     }
 
 
-async def _snapshot_covering(
+async def _compacted_past(
     cluster: LocalCluster, driver: WalletDriver, signer: Signer, leader: int, existing: str
-) -> str:
-    """Path of the leader's snapshot once it covers every account: the log is compacted only after
-    --snapshot-entries entries, so small writes (1 unit minted to an existing account) are added
-    until a snapshot taken after the last account was created exists."""
-    target = _status(cluster.urls[leader])
+) -> None:
+    """Until the leader's journal is compacted past every account's creation (then a new replica
+    must install a snapshot): the log is compacted only after --snapshot-entries entries, so small
+    writes (1 unit minted to an existing account) are added until it is."""
+    target = node_status(cluster.urls[leader])
     assert target is not None
-    path = os.path.join(cluster.data_dir(leader), "raft", "ledger.snapshot")
-    seen_mtime = 0.0
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        if os.path.exists(path) and os.path.getmtime(path) != seen_mtime:
-            seen_mtime = os.path.getmtime(path)
-            if snapshot.read(path)[0].index >= target["commit_index"]:
-                return path
+        status = node_status(cluster.urls[leader])
+        if status and status["first_log_index"] > target["commit_index"]:
+            return
         body = next(signer.mint_bodies(driver.cluster_id, [existing], 1, 1))
         await driver.post("/v1/mint", body)
         await asyncio.sleep(0.05)
-    raise TimeoutError("the leader took no snapshot covering every account within 300 s")
+    raise TimeoutError("the leader did not compact its log past every account within 300 s")
 
 
 async def _catch_up(
@@ -183,11 +179,12 @@ async def _catch_up(
     term has moved on 10 times by then: each election restarts the snapshot transfer from the start,
     so the replica is not going to make it (and it keeps disrupting the other two)."""
     leader = cluster.urls.index(await driver.find_leader())
-    snapshot_path = await _snapshot_covering(cluster, driver, signer, leader, existing)
+    await _compacted_past(cluster, driver, signer, leader, existing)
+    leader_store = node_status(cluster.urls[leader])
     follower = next(i for i in range(cluster.size) if i != leader)
     cluster.kill(follower, signal.SIGTERM)
     shutil.rmtree(cluster.data_dir(follower))
-    target = _status(cluster.urls[leader])
+    target = node_status(cluster.urls[leader])
     assert target is not None
     incoming = os.path.join(cluster.data_dir(follower), "raft", "incoming.snapshot")
     received = 0
@@ -197,14 +194,16 @@ async def _catch_up(
     terms = 0
     for poll in itertools.count():
         await asyncio.sleep(0.05)
-        status = _status(cluster.urls[follower])
+        status = node_status(cluster.urls[follower])
         if status and status["applied_index"] >= target["commit_index"]:
             result.update(completed=True, seconds=round(time.monotonic() - started, 2))
             break
         if os.path.exists(incoming):
             received = max(received, os.path.getsize(incoming))
         if poll % 20 == 0:
-            terms = max((s["term"] for s in map(_status, cluster.urls) if s), default=target["term"]) - target["term"]
+            terms = (
+                max((s["term"] for s in map(node_status, cluster.urls) if s), default=target["term"]) - target["term"]
+            )
         if cluster.processes[follower].poll() is not None:
             raise RuntimeError(f"the catching-up node exited:\n{cluster.tail(follower)}")
         elapsed = time.monotonic() - started
@@ -214,9 +213,9 @@ async def _catch_up(
             result["most_snapshot_mib_received"] = round(received / MIB, 1)
             cluster.kill(follower, signal.SIGKILL)  # it would keep disrupting the other two
             break
-    result["snapshot_mib"] = round(os.path.getsize(snapshot_path) / MIB, 1)
+    result["snapshot_mib"] = round((leader_store or {}).get("store_bytes", 0) / MIB, 1)
     result["leader_commit_index"] = target["commit_index"]
     if result["completed"]:
-        final = _status(cluster.urls[leader])
+        final = node_status(cluster.urls[leader])
         result["elections_during_catch_up"] = (final["term"] - target["term"]) if final else None
     return result

@@ -25,13 +25,22 @@ def total_cpu_seconds(pids: Iterable[int]) -> float:
     return sum(cpu_seconds(p) for p in pids)
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of `pid` (VmRSS of /proc/<pid>/status)."""
+def _status_kib(pid: int, field: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of `pid` (VmRSS of /proc/<pid>/status)."""
+    return _status_kib(pid, "VmRSS")
+
+
+def rss_anon_bytes(pid: int) -> int:
+    """The process's own resident memory (RssAnon): heap and stacks, not mapped file pages."""
+    return _status_kib(pid, "RssAnon")
 
 
 def own_cpu_seconds() -> float:

@@ -24,6 +24,8 @@ from walletnode.consensus.log_store import FILE_HEADER, FILE_NAME, MAGIC, DiskLo
 from walletnode.consensus.messages import ConfState, Entry, EntryKind, HardState, SnapshotMeta
 from walletnode.consensus.storage import Compacted, MemoryStorage
 
+from .full_disk import PAGE, fill, tmpfs
+
 CONF = ConfState(voters=frozenset({1, 2, 3}), addresses=((1, "a:1"), (2, "b:1"), (3, "c:1")))
 
 
@@ -402,34 +404,11 @@ def test_a_foreign_file_is_refused(tmp_path: Path, content: bytes) -> None:
 
 # -- a full disk ----------------------------------------------------------------------------
 
-PAGE = 4096
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs: writes on it fail with ENOSPC (or come up short) for real."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "256k") as mount:
         yield mount
-    finally:
-        # Lazily: a failed test may still hold the log open, and the mount must not outlive the test.
-        subprocess.run(["umount", "--lazy", str(mount)], check=True)
-
-
-def fill(disk: Path) -> None:
-    """Take every free page of the disk."""
-    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while os.write(fd, b"\0" * PAGE):
-            pass
-    except OSError:
-        pass  # ENOSPC: the disk is full
-    finally:
-        os.close(fd)
 
 
 def record_size(item: Entry) -> int:

@@ -32,8 +32,20 @@ def entries(count: int) -> list[tuple[int, bytes | None]]:
     pk = public_hex(MINTER)
     out: list[tuple[int, bytes | None]] = [
         (1, encode_entry(configure_entry([pk]))),
-        (2, encode_entry(Entry(commands=(sign(MINTER, "c", CreateCurrency(
-            id="00" * 16, minter=pk, code="USD", scale=2, signature="0" * 128)),)))),
+        (
+            2,
+            encode_entry(
+                Entry(
+                    commands=(
+                        sign(
+                            MINTER,
+                            "c",
+                            CreateCurrency(id="00" * 16, minter=pk, code="USD", scale=2, signature="0" * 128),
+                        ),
+                    )
+                )
+            ),
+        ),
     ]
     for i in range(3, count + 1):
         mint = Mint(id=f"{i:032x}", minter=pk, to=f"{i:064x}", currency="USD", amount=i, signature="0" * 128)

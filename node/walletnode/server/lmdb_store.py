@@ -10,7 +10,9 @@ Layout (every integer big-endian, so keys sort numerically; keys and ids as raw 
     balances    account(32) + code -> u64
     commands    id(16)         -> u64 seq + u32 position in the entry + u8 result code
     history     account(32) + u64 n -> id(16)
-    entries     u64 seq        -> 32-byte audit hash + u32 n + n result codes + the entry's bytes
+    entries     u64 seq + u16 part -> the parts (ROW_PART_BYTES each) of: 32-byte audit hash + u32 n
+                                  + n result codes + the entry's bytes, zlib-compressed (level 1:
+                                  the hex fields shrink to about half)
 
 A command is kept once, in its entry; its id row points there. Memory does not grow with
 history: nothing here is kept per account or per command except `EntryCache`, which is bounded.
@@ -22,6 +24,7 @@ import errno
 import os
 import struct
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,7 +40,12 @@ CODES = tuple(Code)  # a result code is stored as its position here: append only
 _CODE_BYTE = {code: i for i, code in enumerate(CODES)}
 _U64 = struct.Struct(">Q")
 _REF = struct.Struct(">QIB")
+_U16 = struct.Struct(">H")
 _ENTRY_HEAD = struct.Struct(">32sI")
+# An entry's row is kept in parts small enough for a leaf page: LMDB stores larger values in runs
+# of contiguous "overflow" pages, which it rarely finds free again, so the file kept growing to twice
+# the data it held.
+ROW_PART_BYTES = 1800
 _LAST = b"\xff" * 8
 DATABASES = (b"meta", b"currencies", b"balances", b"commands", b"history", b"entries")
 
@@ -147,9 +155,13 @@ def set_raft_index(txn: lmdb.Transaction, dbs: dict[bytes, Any], index: int) -> 
     txn.put(b"raft_index", _U64.pack(index), db=dbs[b"meta"])
 
 
+#: How lmdb reports a write the disk refused: no space, a quota, or a short write (EIO).
+_REFUSED = ("No space left", "Disk quota exceeded", "Input/output error")
+
+
 def disk_full(exc: lmdb.Error) -> DiskFull | None:
     """The lmdb error as `DiskFull` when it means the disk (or the map) is full."""
-    if isinstance(exc, lmdb.MapFullError) or "No space left" in str(exc) or "ENOSPC" in str(exc):
+    if isinstance(exc, lmdb.MapFullError) or any(reason in str(exc) for reason in _REFUSED):
         return DiskFull(str(exc))
     return None
 
@@ -183,17 +195,31 @@ class LmdbStore:
         assert self._pending is not None and self._pending[0] == seq
         _, audit_hash, data = self._pending
         self._pending = None
-        row = _ENTRY_HEAD.pack(audit_hash, len(results)) + bytes(_CODE_BYTE[r] for r in results) + data
-        self._txn.put(_U64.pack(seq), row, db=self._entries, append=True)
+        codes = bytes(_CODE_BYTE[r] for r in results)
+        row = _ENTRY_HEAD.pack(audit_hash, len(results)) + codes + zlib.compress(data, 1)
+        key = _U64.pack(seq)
+        for part, start in enumerate(range(0, len(row), ROW_PART_BYTES)):
+            self._txn.put(key + _U16.pack(part), row[start : start + ROW_PART_BYTES], db=self._entries, append=True)
+
+    def _entry_row(self, seq: int) -> bytes | None:
+        key = _U64.pack(seq)
+        parts = []
+        with self._txn.cursor(self._entries) as cursor:
+            if cursor.set_range(key):
+                for found, value in cursor:
+                    if found[:8] != key:
+                        break
+                    parts.append(bytes(value))
+        return b"".join(parts) if parts else None
 
     def entry(self, seq: int) -> StoredEntry | None:
-        row = self._txn.get(_U64.pack(seq), db=self._entries)
+        row = self._entry_row(seq)
         if row is None:
             return None
         audit_hash, n = _ENTRY_HEAD.unpack_from(row)
         start = _ENTRY_HEAD.size
         results = [CODES[b] for b in row[start : start + n]]
-        return StoredEntry(seq, audit_hash, bytes(row[start + n :]), results)
+        return StoredEntry(seq, audit_hash, zlib.decompress(row[start + n :]), results)
 
     def _command(self, seq: int, position: int) -> Command:
         def load() -> bytes:
@@ -204,10 +230,10 @@ class LmdbStore:
         return self._cache.get(seq, load).commands[position]
 
     def _entry_data(self, seq: int) -> bytes:
-        row = self._txn.get(_U64.pack(seq), db=self._entries)
+        row = self._entry_row(seq)
         assert row is not None, f"entry {seq} referenced by a command is missing"
         _, n = _ENTRY_HEAD.unpack_from(row)
-        return bytes(row[_ENTRY_HEAD.size + n :])
+        return zlib.decompress(row[_ENTRY_HEAD.size + n :])
 
     def minters(self) -> frozenset[str]:
         raw = self._txn.get(b"minters", db=self._meta) or b""

@@ -103,6 +103,8 @@ class LedgerMachine:
         """Apply (Raft index, ledger entry or None) in one write transaction that records the last
         index. Entries at or below the stored index are skipped (answer None). Raises `DiskFull`
         when the disk refuses: then nothing of the group was kept, and the caller tries again."""
+        if self.write_error is not None:
+            self._reopen()  # LMDB refuses every write after a failed one until it is reopened
         started = time.perf_counter()
         applied: list[AppliedEntry] = []
         results: list[list[Code] | None] = []
@@ -151,6 +153,17 @@ class LedgerMachine:
                 self._views -= 1
                 self._no_views.notify_all()
 
+    def _reopen(self, replace_with: str | None = None) -> None:
+        """Close the environment (once no snapshot is being streamed from it) and open it again,
+        after renaming `replace_with` over the store file if given."""
+        with self._lock:
+            self._no_views.wait_for(lambda: self._views == 0)
+            self._file.close()
+            if replace_with is not None:
+                os.replace(replace_with, self.path)
+                fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+            self._file = StoreFile(self.path)
+
     @staticmethod
     def check_snapshot(path: str) -> int:
         """The Raft index of a received store copy; raises `StoreFormatError` if it is not one."""
@@ -164,12 +177,7 @@ class LedgerMachine:
         """Make the received copy at `path` this node's store. A crash at any point leaves either
         the old store or the new one whole (the rename is the switch); returns the new index."""
         fsync_file(path)
-        with self._lock:
-            self._no_views.wait_for(lambda: self._views == 0)
-            self._file.close()
-            os.replace(path, self.path)
-            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
-            self._file = StoreFile(self.path)
+        self._reopen(replace_with=path)
         with self.reading() as ledger:
             seq, audit_hash = ledger.seq, ledger.audit_hash
         for listener in self._restore_listeners:
