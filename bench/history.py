@@ -193,18 +193,34 @@ async def catch_up_under_writes(
     return result
 
 
-async def measure_size(work: str, transfers: int, args: argparse.Namespace) -> dict[str, Any]:
-    accounts = max(10, transfers // 10)
-    store = os.path.join(work, "built.lmdb")
+def accounts_for(transfers: int) -> int:
+    return max(10, transfers // 10)
+
+
+def prebuilt_store(stores: str, transfers: int) -> tuple[str, int, float]:
+    """The store of `transfers` in the directory `stores`, built unless it is there already
+    (`--build-only` builds them outside the timed run); (path, last index, seconds to build)."""
+    path = os.path.join(stores, f"history-{transfers}.lmdb")
+    if os.path.exists(path):
+        machine = LedgerMachine(path)
+        index = machine.applied_index()
+        machine.close()
+        return path, index, 0.0
     started = time.monotonic()
-    index = build_store(store, transfers, accounts)
-    built_s = time.monotonic() - started
-    print(f"  {transfers:,} transfers between {accounts:,} accounts: store built in {built_s:.0f} s", flush=True)
+    index = build_store(path + ".part", transfers, accounts_for(transfers))
+    os.replace(path + ".part", path)
+    os.unlink(path + ".part-lock")
+    return path, index, time.monotonic() - started
+
+
+async def measure_size(work: str, transfers: int, args: argparse.Namespace) -> dict[str, Any]:
+    accounts = accounts_for(transfers)
+    store, index, built_s = prebuilt_store(args.stores or work, transfers)
+    print(f"  {transfers:,} transfers between {accounts:,} accounts: store ready ({built_s:.0f} s)", flush=True)
     cluster = LocalCluster(os.path.join(work, "cluster"), [public_hex(MINTER)], 3)
     for i in range(cluster.size):
         seed_node(cluster, i, store, index)
-    os.unlink(store)
-    result: dict[str, Any] = {"transfers": transfers, "accounts": accounts, "build_seconds": round(built_s, 1)}
+    result: dict[str, Any] = {"transfers": transfers, "accounts": accounts, "store_bytes": os.path.getsize(store)}
     workload = Workload(accounts=args.workload_accounts, batch_size=args.batch)
     signer = Signer(workload)
     cluster.start_all()
@@ -339,8 +355,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", default="bench")
     parser.add_argument("--work-dir", help="where the clusters' data go (default: a temporary directory)")
     parser.add_argument("--update-doc", metavar="FILE", help="rewrite the history section of FILE")
+    parser.add_argument("--stores", help="directory of pre-built stores (history-N.lmdb), kept between runs")
+    parser.add_argument("--build-only", action="store_true", help="only build the stores into --stores")
     args = parser.parse_args(argv)
     args.transfers = [int(x) for x in args.transfers.split(",")]
+    if args.build_only:
+        if not args.stores:
+            parser.error("--build-only needs --stores")
+        os.makedirs(args.stores, exist_ok=True)
+        for transfers in args.transfers:
+            print(f"{transfers:,} transfers: built in {prebuilt_store(args.stores, transfers)[2]:.0f} s", flush=True)
+        return
     command = "python -m bench.history " + " ".join(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="bench-history-", dir=args.work_dir) as work:
         results = asyncio.run(run(args, work, command.strip()))
