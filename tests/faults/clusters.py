@@ -114,6 +114,23 @@ class FaultCluster:
             os.close(fd)
         return written
 
+    def try_write(self, i: int) -> tuple[int, str]:
+        """POST one well-formed transfer to node i: (HTTP status, error code or "")."""
+        transfer = {
+            "kind": "transfer",
+            "id": secrets.token_hex(16),
+            "from": "11" * 32,
+            "to": "22" * 32,
+            "currency": "USD",
+            "amount": 1,
+            "signature": "00" * 64,
+        }
+        try:
+            r = httpx.post(self.urls[i] + "/v1/transfers", json={"commands": [transfer]}, timeout=5)
+        except httpx.HTTPError as exc:
+            return 0, f"no answer: {exc}"
+        return r.status_code, r.json().get("error", "") if r.status_code >= 400 else ""
+
     def free_disk(self, i: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.data_dirs[i], "filler"))

@@ -88,6 +88,7 @@ class Nemesis:
         self.clock = clock
         self.events: list[Event] = []
         self.notes: list[str] = []
+        self.problems: list[str] = []  # what the faults themselves showed wrong
         self._paused: set[int] = set()
         self._filled: set[int] = set()
 
@@ -178,6 +179,10 @@ class Nemesis:
     def _disk_full(self, target: int, duration: float) -> str:
         c = self.cluster
         written = c.fill_disk(target)
+        # A node that cannot write refuses writes at once, with a clear error, instead of hanging.
+        answer = c.try_write(target) if c.running(target) else (0, "")
+        if c.running(target) and answer != (507, "disk_full"):
+            self.problems.append(f"node {target} with a full disk answered a write {answer}, not (507, 'disk_full')")
         time.sleep(duration)
         survived = c.running(target)
         c.free_disk(target)

@@ -103,7 +103,7 @@ def run_schedule(index: int, kind: str, seed: int, steps: list[Step], out_dir: s
         report = checker.check_final(workload.history, workload.minted, workload.mint_ids, nodes)
         linearizable, problems = checker.check_linearizable(workload.history, workload.minted)
         report.linearizable = linearizable
-        report.problems += problems
+        report.problems += problems + nemesis.problems
         outcome.report = report
         outcome.events = nemesis.to_json()
         outcome.notes = nemesis.notes

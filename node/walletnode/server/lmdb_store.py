@@ -62,11 +62,13 @@ class DiskFull(OSError):
 
 
 class EntryCache:
-    """Decoded entries by seq, the most recent `size` used. Entry `seq` is the same bytes on every
-    replica and forever, so an entry cached here never goes stale."""
+    """Recently used decoded entries by seq, at most `max_commands` commands in all (an entry can
+    hold 8,190 of them, so counting entries would not bound memory). Entry `seq` is the same bytes
+    on every replica and forever, so an entry cached here never goes stale."""
 
-    def __init__(self, size: int = 64) -> None:
-        self._size = size
+    def __init__(self, max_commands: int = 20_000) -> None:
+        self._max = max_commands
+        self._held = 0
         self._entries: OrderedDict[int, Entry] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -82,9 +84,12 @@ class EntryCache:
 
     def put(self, seq: int, entry: Entry) -> None:
         with self._lock:
+            if seq in self._entries:
+                return
             self._entries[seq] = entry
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+            self._held += len(entry.commands)
+            while self._held > self._max and len(self._entries) > 1:
+                self._held -= len(self._entries.popitem(last=False)[1].commands)
 
 
 class StoreFile:
@@ -188,7 +193,6 @@ class LmdbStore:
     def append_entry(self, seq: int, audit_hash: bytes, data: bytes, entry: Entry) -> None:
         assert self._pending is None, "set_results ends an entry before the next one"
         self._pending = (seq, audit_hash, data)
-        self._cache.put(seq, entry)
         self._txn.put(b"head", _U64.pack(seq) + audit_hash, db=self._meta)
 
     def set_results(self, seq: int, results: list[Code]) -> None:
