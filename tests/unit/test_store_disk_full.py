@@ -1,4 +1,4 @@
-"""A full disk under the ledger store: the group being applied is refused whole (DiskFull), nothing
+"""A full disk under the ledger store: the transaction being written is refused whole (DiskFull), nothing
 of it is kept, readers see the state before it, and the same group applies once space returns."""
 
 from __future__ import annotations
