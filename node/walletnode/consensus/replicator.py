@@ -182,7 +182,8 @@ class Replicator:
         self._incoming: tuple[int, Any] | None = None  # (sender, open file) of a snapshot being received
         self._compacting = False
         self._streams = 0  # snapshots being sent: no compaction meanwhile, so the entries after them stay
-        self._applying: deque[asyncio.Future[list[Any]]] = deque()
+        self._applying: deque[asyncio.Future[Any]] = deque()  # jobs of the disk thread, oldest first
+        self._handed: deque[list[Entry]] = deque()  # committed groups no job has taken yet (thread-safe ends)
         self._receiving_since = 0.0  # when the first chunk of the snapshot being received came
         self.applied = 0  # by the disk thread, as the state machine applies
         self.settled = 0  # by the loop: the last index whose proposals are answered
@@ -423,18 +424,20 @@ class Replicator:
         batch (or a restart's replay) must not hold back votes and acknowledgements. Jobs run and
         settle in order (one thread); with MAX_APPLYING queued, Readies carry no committed entries
         (the core keeps them) until one is done."""
-        job = asyncio.get_running_loop().run_in_executor(self._disk, self._apply, entries)
-        job.add_done_callback(lambda done: self._applied(entries, done))
+        self._handed.append(entries)
+        job = asyncio.get_running_loop().run_in_executor(self._disk, self._apply_handed)
+        job.add_done_callback(self._applied)
         self._applying.append(job)
 
-    def _applied(self, entries: list[Entry], job: asyncio.Future[list[Any]]) -> None:
+    def _applied(self, job: asyncio.Future[list[tuple[list[Entry], list[Any]]]]) -> None:
         if job.cancelled():
             return
         error = job.exception()
         if error is not None:
             log.critical("applying committed entries failed; stopping this node", exc_info=error)
             os._exit(70)
-        self._settle(entries, job.result())
+        for entries, results in job.result():
+            self._settle(entries, results)
         self._serve_reads()
         self._kick()  # committed entries the core held back while the queue was full may go now
 
@@ -466,10 +469,25 @@ class Replicator:
         self.observer.snapshot_installed(time.perf_counter() - self._receiving_since, size)
         log.info("installed a snapshot at index %d (term %d), state at index %d", meta.index, meta.term, index)
 
+    def _apply_handed(self) -> list[tuple[list[Entry], list[Any]]]:
+        """Disk thread: apply every group handed so far in one call, so that under load the state
+        machine writes fewer, fuller transactions (one fsync each); the jobs queued behind this
+        one find their group done and settle nothing. Returns (group, its results) in order."""
+        groups: list[list[Entry]] = []
+        while self._handed:
+            groups.append(self._handed.popleft())
+        if not groups:
+            return []
+        results = self._apply([entry for group in groups for entry in group])
+        settled, start = [], 0
+        for group in groups:
+            settled.append((group, results[start : start + len(group)]))
+            start += len(group)
+        return settled
+
     def _apply(self, entries: list[Entry]) -> list[Any]:
-        """Disk thread: the state machine applies the group; Raft's own entries only advance its
-        index. A full disk holds the group (and the core, once MAX_APPLYING are queued) until
-        space returns."""
+        """The state machine applies the entries; Raft's own entries only advance its index. A full
+        disk holds them (and the core, once MAX_APPLYING are queued) until space returns."""
         assert entries[0].index == self.applied + 1, (entries[0].index, self.applied)
         group = [(e.index, e.data if e.kind == EntryKind.NORMAL and e.data else None) for e in entries]
         while True:

@@ -7,7 +7,9 @@ Layout (every integer big-endian, so keys sort numerically; keys and ids as raw 
                 b"head"        -> u64 seq + 32-byte audit hash
                 b"minters"     -> 32-byte keys, sorted
     currencies  code (ascii)   -> u8 scale + u64 supply
-    balances    account(32) + code -> u64
+    accounts    account(32)    -> u64, the account's history length (one read, not a cursor's walk)
+                account(32) + code -> u64, its balance in that currency (next to the length: a transfer
+                                  dirties one page per account for both)
     commands    id(16)         -> u64 seq + u32 position in the entry + u8 result code
     history     account(32) + u64 n -> id(16)
     entries     u64 seq + u16 part -> the parts (ROW_PART_BYTES each) of: 32-byte audit hash + u32 n
@@ -35,7 +37,7 @@ from ..ledger.codes import Code
 from ..ledger.commands import GENESIS, Command, Entry, decode_entry
 from ..ledger.store import Applied, Rejected, StoredEntry
 
-FORMAT = b"walletcluster-ledger/1"
+FORMAT = b"walletcluster-ledger/2"
 CODES = tuple(Code)  # a result code is stored as its position here: append only (part of FORMAT)
 _CODE_BYTE = {code: i for i, code in enumerate(CODES)}
 _U64 = struct.Struct(">Q")
@@ -46,8 +48,7 @@ _ENTRY_HEAD = struct.Struct(">32sI")
 # of contiguous "overflow" pages, which it rarely finds free again, so the file kept growing to twice
 # the data it held.
 ROW_PART_BYTES = 1800
-_LAST = b"\xff" * 8
-DATABASES = (b"meta", b"currencies", b"balances", b"commands", b"history", b"entries")
+DATABASES = (b"meta", b"currencies", b"accounts", b"commands", b"history", b"entries")
 
 
 class StoreFormatError(ValueError):
@@ -95,8 +96,11 @@ class EntryCache:
 class StoreFile:
     """The LMDB environment of one ledger. One writer thread; readers anywhere."""
 
-    def __init__(self, path: str, map_size: int = 1 << 40, readonly: bool = False) -> None:
-        """`map_size` only reserves address space; the file grows as the ledger does."""
+    def __init__(
+        self, path: str, map_size: int = 1 << 40, readonly: bool = False, cache: EntryCache | None = None
+    ) -> None:
+        """`map_size` only reserves address space; the file grows as the ledger does. `cache`: the
+        decoded entries of an earlier environment of the same ledger (still valid: see EntryCache)."""
         self.path = path
         try:
             self.env = lmdb.open(
@@ -118,7 +122,7 @@ class StoreFile:
         except lmdb.Error as exc:
             self.env.close()
             raise StoreFormatError(f"{path}: not a ledger store this version can open ({exc})") from exc
-        self.cache = EntryCache()
+        self.cache = EntryCache() if cache is None else cache
         self._check_format(readonly)
 
     def _check_format(self, readonly: bool) -> None:
@@ -178,8 +182,9 @@ class LmdbStore:
         self._txn = txn
         self._cache = file.cache
         dbs = file.dbs
-        self._meta, self._currencies, self._balances = dbs[b"meta"], dbs[b"currencies"], dbs[b"balances"]
+        self._meta, self._currencies, self._accounts = dbs[b"meta"], dbs[b"currencies"], dbs[b"accounts"]
         self._commands, self._history, self._entries = dbs[b"commands"], dbs[b"history"], dbs[b"entries"]
+        self._currency_rows: dict[str, bytes | None] = {}  # read once per transaction: few, read per command
         self._pending: tuple[int, bytes, bytes] | None = None  # (seq, audit hash, data) until set_results
 
     def head(self) -> tuple[int, bytes]:
@@ -250,40 +255,51 @@ class LmdbStore:
         with self._txn.cursor(self._currencies) as cursor:
             return {bytes(code).decode(): value[0] for code, value in cursor}
 
+    def _currency(self, code: str) -> bytes | None:
+        if code not in self._currency_rows:
+            found = self._txn.get(code.encode(), db=self._currencies)
+            self._currency_rows[code] = None if found is None else bytes(found)
+        return self._currency_rows[code]
+
     def scale(self, code: str) -> int | None:
-        found = self._txn.get(code.encode(), db=self._currencies)
-        return None if found is None else int(found[0])
+        found = self._currency(code)
+        return None if found is None else found[0]
 
     def supply(self, code: str) -> int:
-        found = self._txn.get(code.encode(), db=self._currencies)
+        found = self._currency(code)
         assert found is not None, f"unknown currency {code}"
         return int(_U64.unpack_from(found, 1)[0])
 
     def set_currency(self, code: str, scale: int, supply: int) -> None:
-        self._txn.put(code.encode(), bytes((scale,)) + _U64.pack(supply), db=self._currencies)
+        row = bytes((scale,)) + _U64.pack(supply)
+        self._txn.put(code.encode(), row, db=self._currencies)
+        self._currency_rows[code] = row
 
     def balance(self, account: str, currency: str) -> int:
-        found = self._txn.get(bytes.fromhex(account) + currency.encode(), db=self._balances)
+        found = self._txn.get(bytes.fromhex(account) + currency.encode(), db=self._accounts)
         return 0 if found is None else int(_U64.unpack(found)[0])
 
     def set_balance(self, account: str, currency: str, amount: int) -> None:
-        self._txn.put(bytes.fromhex(account) + currency.encode(), _U64.pack(amount), db=self._balances)
+        assert currency, "a currency code is never empty: the account's own row has no code"
+        self._txn.put(bytes.fromhex(account) + currency.encode(), _U64.pack(amount), db=self._accounts)
 
     def wallet(self, account: str) -> dict[str, int]:
         prefix = bytes.fromhex(account)
         out: dict[str, int] = {}
-        with self._txn.cursor(self._balances) as cursor:
+        with self._txn.cursor(self._accounts) as cursor:
             if cursor.set_range(prefix):
                 for key, value in cursor:
                     if key[:32] != prefix:
                         break
-                    out[bytes(key[32:]).decode()] = int(_U64.unpack(value)[0])
+                    if len(key) > 32:  # not the history length
+                        out[bytes(key[32:]).decode()] = int(_U64.unpack(value)[0])
         return out
 
     def balances(self) -> Iterator[tuple[str, str, int]]:
-        with self._txn.cursor(self._balances) as cursor:
+        with self._txn.cursor(self._accounts) as cursor:
             for key, value in cursor:
-                yield bytes(key[:32]).hex(), bytes(key[32:]).decode(), int(_U64.unpack(value)[0])
+                if len(key) > 32:  # not a history length
+                    yield bytes(key[:32]).hex(), bytes(key[32:]).decode(), int(_U64.unpack(value)[0])
 
     def judged(self, command_id: str) -> Applied | Rejected | None:
         found = self._txn.get(bytes.fromhex(command_id), db=self._commands)
@@ -300,6 +316,7 @@ class LmdbStore:
         prefix = bytes.fromhex(account)
         n = self._history_length(prefix)
         self._txn.put(prefix + _U64.pack(n), bytes.fromhex(command_id), db=self._history)
+        self._txn.put(prefix, _U64.pack(n + 1), db=self._accounts)
 
     def history(self, account: str, after: int, limit: int) -> list[str]:
         prefix = bytes.fromhex(account)
@@ -316,13 +333,8 @@ class LmdbStore:
         return self._history_length(bytes.fromhex(account))
 
     def _history_length(self, prefix: bytes) -> int:
-        """One past the account's last n: the key after its rows, then one step back."""
-        with self._txn.cursor(self._history) as cursor:
-            positioned = cursor.prev() if cursor.set_range(prefix + _LAST) else cursor.last()
-            if not positioned:
-                return 0
-            key = cursor.key()
-            return int(_U64.unpack_from(key, 32)[0]) + 1 if key[:32] == prefix else 0
+        found = self._txn.get(prefix, db=self._accounts)
+        return 0 if found is None else int(_U64.unpack(found)[0])
 
 
 def remove_store(path: str) -> None:
