@@ -176,7 +176,13 @@ def disk_full(exc: lmdb.Error) -> DiskFull | None:
 
 
 class LmdbStore:
-    """`LedgerStore` over one LMDB transaction (a write txn on the Raft thread, else a read txn)."""
+    """`LedgerStore` over one LMDB transaction (a write txn on the Raft thread, else a read txn).
+
+    Rows of accounts, commands and history that a write transaction sets are held in dicts and
+    written by `flush`, sorted, in one call per table: an account that several transfers of the
+    transaction touch is read and written once, and inserting in key order costs LMDB about half
+    of inserting at random (neighbouring keys share pages). Reads look in the dicts first; a
+    read that walks a table flushes first."""
 
     def __init__(self, file: StoreFile, txn: lmdb.Transaction) -> None:
         self._txn = txn
@@ -186,6 +192,25 @@ class LmdbStore:
         self._commands, self._history, self._entries = dbs[b"commands"], dbs[b"history"], dbs[b"entries"]
         self._currency_rows: dict[str, bytes | None] = {}  # read once per transaction: few, read per command
         self._pending: tuple[int, bytes, bytes] | None = None  # (seq, audit hash, data) until set_results
+        self._set_accounts: dict[bytes, bytes] = {}  # key -> row, not written yet
+        self._set_commands: dict[bytes, bytes] = {}
+        self._set_history: dict[bytes, bytes] = {}
+
+    def flush(self) -> None:
+        """Write the rows set so far (before the transaction commits)."""
+        for db, rows in (
+            (self._accounts, self._set_accounts),
+            (self._commands, self._set_commands),
+            (self._history, self._set_history),
+        ):
+            if rows:
+                with self._txn.cursor(db) as cursor:
+                    cursor.putmulti(sorted(rows.items()))
+                rows.clear()
+
+    def _account_row(self, key: bytes) -> bytes | memoryview | None:
+        found = self._set_accounts.get(key)
+        return self._txn.get(key, db=self._accounts) if found is None else found
 
     def head(self) -> tuple[int, bytes]:
         if self._pending is not None:
@@ -276,16 +301,17 @@ class LmdbStore:
         self._currency_rows[code] = row
 
     def balance(self, account: str, currency: str) -> int:
-        found = self._txn.get(bytes.fromhex(account) + currency.encode(), db=self._accounts)
+        found = self._account_row(bytes.fromhex(account) + currency.encode())
         return 0 if found is None else int(_U64.unpack(found)[0])
 
     def set_balance(self, account: str, currency: str, amount: int) -> None:
         assert currency, "a currency code is never empty: the account's own row has no code"
-        self._txn.put(bytes.fromhex(account) + currency.encode(), _U64.pack(amount), db=self._accounts)
+        self._set_accounts[bytes.fromhex(account) + currency.encode()] = _U64.pack(amount)
 
     def wallet(self, account: str) -> dict[str, int]:
         prefix = bytes.fromhex(account)
         out: dict[str, int] = {}
+        self.flush()
         with self._txn.cursor(self._accounts) as cursor:
             if cursor.set_range(prefix):
                 for key, value in cursor:
@@ -296,13 +322,15 @@ class LmdbStore:
         return out
 
     def balances(self) -> Iterator[tuple[str, str, int]]:
+        self.flush()
         with self._txn.cursor(self._accounts) as cursor:
             for key, value in cursor:
                 if len(key) > 32:  # not a history length
                     yield bytes(key[:32]).hex(), bytes(key[32:]).decode(), int(_U64.unpack(value)[0])
 
     def judged(self, command_id: str) -> Applied | Rejected | None:
-        found = self._txn.get(bytes.fromhex(command_id), db=self._commands)
+        key = bytes.fromhex(command_id)
+        found = self._set_commands.get(key) or self._txn.get(key, db=self._commands)
         if found is None:
             return None
         seq, position, code = _REF.unpack(found)
@@ -310,17 +338,18 @@ class LmdbStore:
         return Applied(seq, command) if CODES[code] is Code.OK else Rejected(CODES[code], command)
 
     def record(self, command: Command, seq: int, position: int, code: Code) -> None:
-        self._txn.put(bytes.fromhex(command.id), _REF.pack(seq, position, _CODE_BYTE[code]), db=self._commands)
+        self._set_commands[bytes.fromhex(command.id)] = _REF.pack(seq, position, _CODE_BYTE[code])
 
     def append_history(self, account: str, command_id: str) -> None:
         prefix = bytes.fromhex(account)
         n = self._history_length(prefix)
-        self._txn.put(prefix + _U64.pack(n), bytes.fromhex(command_id), db=self._history)
-        self._txn.put(prefix, _U64.pack(n + 1), db=self._accounts)
+        self._set_history[prefix + _U64.pack(n)] = bytes.fromhex(command_id)
+        self._set_accounts[prefix] = _U64.pack(n + 1)
 
     def history(self, account: str, after: int, limit: int) -> list[str]:
         prefix = bytes.fromhex(account)
         out: list[str] = []
+        self.flush()
         with self._txn.cursor(self._history) as cursor:
             if cursor.set_range(prefix + _U64.pack(after)):
                 for key, value in cursor:
@@ -333,7 +362,7 @@ class LmdbStore:
         return self._history_length(bytes.fromhex(account))
 
     def _history_length(self, prefix: bytes) -> int:
-        found = self._txn.get(prefix, db=self._accounts)
+        found = self._account_row(prefix)
         return 0 if found is None else int(_U64.unpack(found)[0])
 
 

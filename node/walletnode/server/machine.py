@@ -136,7 +136,8 @@ class LedgerMachine:
         try:
             with self._file.env.begin(write=True) as txn:
                 done = raft_index(txn, self._file.dbs)
-                ledger = Ledger(LmdbStore(self._file, txn))
+                store = LmdbStore(self._file, txn)
+                ledger = Ledger(store)
                 for index, data in entries:
                     if index <= done or data is None:
                         results.append(None)
@@ -144,6 +145,7 @@ class LedgerMachine:
                     codes = ledger.apply_entry_bytes(data)
                     results.append(codes)
                     applied.append(AppliedEntry(ledger.seq, ledger.audit_hash, data, codes))
+                store.flush()
                 if entries[-1][0] > done:
                     set_raft_index(txn, self._file.dbs, entries[-1][0])
         except lmdb.Error as exc:
