@@ -28,10 +28,10 @@ class GatedMachine(LedgerMachine):
         self.gate.set()
         self.calls: list[list[int]] = []
 
-    def apply(self, entries: Sequence[tuple[int, bytes | None]]) -> list[list[Code] | None]:
+    def apply_unpublished(self, entries: Sequence[tuple[int, bytes | None]]) -> list[list[Code] | None]:
         self.calls.append([index for index, _ in entries])
         assert self.gate.wait(10), "the test never opened the gate"
-        return super().apply(entries)
+        return super().apply_unpublished(entries)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

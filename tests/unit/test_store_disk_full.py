@@ -66,3 +66,27 @@ def test_a_full_disk_refuses_the_whole_group_and_it_applies_once_space_returns(d
     reopened = LedgerMachine(str(disk / "ledger.lmdb"))
     assert reopened.applied_index() == 6
     reopened.close()
+
+
+def test_applied_entries_whose_publish_the_disk_refuses_are_published_once_space_returns(disk: Path) -> None:
+    """The node answered these entries' proposals already: a refused commit must not lose them."""
+    machine = LedgerMachine(str(disk / "ledger.lmdb"))
+    currency = CreateCurrency(id="ff" * 16, minter=PK, code="USD", scale=0, signature=SIG)
+    machine.apply([(1, encode_entry(configure_entry([PK]))), (2, encode_entry(Entry(commands=(currency,))))])
+    assert machine.apply_unpublished([(3, mints(1000, 1000))]) == [["ok"] * 1000]
+    assert machine.apply_unpublished([(4, None), (5, mints(2000, 1000))]) == [None, ["ok"] * 1000]
+    with machine.reading() as ledger:
+        assert ledger.seq == 2, "readers see only what is published"
+    fill(disk)
+    with pytest.raises(DiskFull):
+        machine.publish()
+    assert machine.applied_index() == 2
+    with pytest.raises(DiskFull):
+        machine.publish()  # tried again (the unit rebuilt) while the disk is still full
+    os.unlink(disk / "filler")
+    assert machine.apply_unpublished([(6, mints(3000, 10))]) == [["ok"] * 10]
+    assert machine.publish() == 6
+    with machine.reading() as ledger:
+        ledger.check_invariants()
+        assert ledger.currencies()["USD"] == (0, 2010) and ledger.seq == 5
+    machine.close()

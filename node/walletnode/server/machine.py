@@ -74,9 +74,19 @@ class LedgerMachine:
         self._restore_listeners: list[RestoreListener] = []
         #: Why the last write failed, until one succeeds (a full disk): writes are refused meanwhile.
         self.write_error: str | None = None
+        # The unit: the write transaction entries are applied into until `publish` commits it.
+        self._unit: tuple[lmdb.Transaction, Ledger] | None = None
+        self._unit_done = self._unit_last = 0  # the store's index when it began; the last index applied
+        self._unit_entries: list[tuple[int, bytes | None]] = []  # applied into it (again after a failure)
+        self._unit_bytes = 0
+        self._unit_applied: list[tuple[int, bytes, bytes, list[Code]]] = []  # (seq, audit hash, data, results)
+        self._unit_published: list[AppliedEntry] = []  # for the listeners, once committed
+        self._unit_announced = 0
 
     def close(self) -> None:
+        """Close the store; a unit not published is dropped (the Raft journal holds its entries)."""
         with self._lock:
+            self._close_unit(abort=True)
             self._file.close()
 
     def size_bytes(self) -> int:
@@ -108,16 +118,14 @@ class LedgerMachine:
     # -- StateMachine (the Raft disk thread) ------------------------------------------------
 
     def applied_index(self) -> int:
+        """The index of the last published entry: what the store holds."""
         return self._file.raft_index()
 
     def apply(self, entries: Sequence[tuple[int, bytes | None]]) -> list[list[Code] | None]:
-        """Apply (Raft index, ledger entry or None) in write transactions of at most
-        TXN_ENTRY_BYTES of entries (one entry, however large, is never split), each recording
-        the last index it holds. Entries at or below the stored index are skipped (answer None).
-        Raises `DiskFull` when the disk refuses: the transactions before it are kept, the failed
-        one is not, and the caller applies the same group again."""
-        if self.write_error is not None:
-            self._reopen()  # LMDB refuses every write after a failed one until it is reopened
+        """Apply and publish (Raft index, ledger entry or None), in units of at most
+        TXN_ENTRY_BYTES of entries (one entry, however large, is never split). Raises `DiskFull`
+        when the disk refuses: the units before it are kept, the failed one is not, and the caller
+        applies the same entries again."""
         results: list[list[Code] | None] = []
         start = 0
         while start < len(entries):
@@ -125,47 +133,131 @@ class LedgerMachine:
             while end < len(entries) and size + len(entries[end][1] or b"") <= TXN_ENTRY_BYTES:
                 size += len(entries[end][1] or b"")
                 end += 1
-            results += self._apply_in_one_transaction(entries[start:end])
+            chunk = entries[start:end]
+            results += self.apply_unpublished(chunk)
+            try:
+                self.publish()
+            except DiskFull:
+                del self._unit_entries[-len(chunk) :]  # the caller applies them again
+                raise
             start = end
         return results
 
-    def _apply_in_one_transaction(self, entries: Sequence[tuple[int, bytes | None]]) -> list[list[Code] | None]:
+    def apply_unpublished(self, entries: Sequence[tuple[int, bytes | None]]) -> list[list[Code] | None]:
+        """Apply (Raft index, ledger entry or None) into the open write transaction (the unit),
+        which `publish` commits: until then readers do not see them and a crash loses them (the
+        Raft journal holds them). Entries at or below the last one applied are skipped (answer
+        None). Raises `DiskFull` when the disk refuses: nothing of `entries` was kept, the unit
+        before them is rebuilt by the next call, and the caller applies the same entries again."""
         started = time.perf_counter()
-        applied: list[AppliedEntry] = []
-        results: list[list[Code] | None] = []
         try:
-            with self._file.env.begin(write=True) as txn:
-                done = raft_index(txn, self._file.dbs)
-                store = LmdbStore(self._file, txn)
-                ledger = Ledger(store)
-                for index, data in entries:
-                    if index <= done or data is None:
-                        results.append(None)
-                        continue
-                    codes = ledger.apply_entry_bytes(data)
-                    results.append(codes)
-                    applied.append(AppliedEntry(ledger.seq, ledger.audit_hash, data, codes))
-                store.flush()
-                if entries[-1][0] > done:
-                    set_raft_index(txn, self._file.dbs, entries[-1][0])
+            ledger = self._open_unit()
+            results = self._apply_into(ledger, entries)
         except lmdb.Error as exc:
-            full = disk_full(exc)
-            if full is None:
-                raise
-            self.write_error = str(full)
-            raise full from exc
-        self.write_error = None
-        if sum(len(item.results) for item in applied) > RELEASE_AFTER_COMMANDS:
-            self._release_dirty_pages()
-        seconds = (time.perf_counter() - started) / max(1, len(applied))
-        for item in applied:
-            item = msgspec.structs.replace(item, apply_seconds=seconds)
-            for listener in self._listeners:
-                listener(item)
+            raise self._failed(exc) from exc
+        seconds = (time.perf_counter() - started) / max(1, len(entries))
+        self._unit_entries += entries
+        self._unit_bytes += sum(len(data or b"") for _, data in entries)
+        for i, (seq, audit_hash, data, codes) in enumerate(self._unit_applied):
+            if i >= self._unit_announced:
+                self._unit_published.append(AppliedEntry(seq, audit_hash, data, codes, seconds))
+        self._unit_announced = len(self._unit_applied)
         return results
 
+    def unpublished_bytes(self) -> int:
+        return self._unit_bytes
+
+    def publish(self) -> int:
+        """Commit the unit (one fsync): its entries become visible to readers, survive a crash of
+        the process, and (once the next commit or `sync` flushed the meta page) of the machine.
+        Returns the store's index. Raises `DiskFull` when the disk refuses; the unit is then
+        rebuilt and committed by the next call."""
+        if not self._unit_entries:
+            return self._file.raft_index() if self._unit is None else self._unit_last
+        try:
+            ledger = self._open_unit()
+            store = ledger.store
+            assert isinstance(store, LmdbStore)
+            store.flush()
+            if self._unit_last > self._unit_done:
+                set_raft_index(self._unit_txn(), self._file.dbs, self._unit_last)
+            self._unit_txn().commit()
+        except lmdb.Error as exc:
+            raise self._failed(exc) from exc
+        index, published = max(self._unit_last, self._unit_done), self._unit_published
+        commands = sum(len(item.results) for item in published)
+        self._close_unit()
+        self.write_error = None
+        if commands > RELEASE_AFTER_COMMANDS:
+            self._release_dirty_pages()
+        for item in published:
+            for listener in self._listeners:
+                listener(item)
+        return index
+
+    def _open_unit(self) -> Ledger:
+        """The unit's ledger, beginning the transaction (and re-applying the entries of a unit
+        whose commit failed) if none is open."""
+        if self._unit is not None:
+            return self._unit[1]
+        if self.write_error is not None:
+            self._reopen()  # LMDB refuses every write after a failed one until it is reopened
+        txn = self._file.env.begin(write=True)
+        ledger = Ledger(LmdbStore(self._file, txn))
+        self._unit = (txn, ledger)
+        self._unit_done = self._unit_last = raft_index(txn, self._file.dbs)
+        self._unit_applied, self._unit_published, self._unit_announced = [], [], 0
+        again = self._unit_entries
+        self._unit_entries, self._unit_bytes = [], 0
+        if again:
+            self._apply_into(ledger, again)
+            self._unit_entries, self._unit_bytes = again, sum(len(data or b"") for _, data in again)
+            self._unit_published = [AppliedEntry(*item) for item in self._unit_applied]
+            self._unit_announced = len(self._unit_applied)
+        return ledger
+
+    def _apply_into(self, ledger: Ledger, entries: Sequence[tuple[int, bytes | None]]) -> list[list[Code] | None]:
+        results: list[list[Code] | None] = []
+        for index, data in entries:
+            if index <= self._unit_last or data is None:
+                results.append(None)
+                self._unit_last = max(self._unit_last, index)
+                continue
+            codes = ledger.apply_entry_bytes(data)
+            results.append(codes)
+            self._unit_applied.append((ledger.seq, ledger.audit_hash, data, codes))
+            self._unit_last = index
+        return results
+
+    def _unit_txn(self) -> lmdb.Transaction:
+        assert self._unit is not None
+        return self._unit[0]
+
+    def _close_unit(self, abort: bool = False) -> None:
+        if abort and self._unit is not None:
+            self._unit[0].abort()
+        self._unit = None
+        self._unit_entries, self._unit_bytes = [], 0
+        self._unit_applied, self._unit_published, self._unit_announced = [], [], 0
+
+    def _failed(self, exc: lmdb.Error) -> Exception:
+        """Abort the unit after a failed write (its entries are kept, to be applied again) and
+        say why: `DiskFull`, or the error itself."""
+        if self._unit is not None:
+            self._unit[0].abort()
+            self._unit = None
+        # The published entries of the unit are announced by the commit that succeeds.
+        self._unit_applied, self._unit_published, self._unit_announced = [], [], 0
+        full = disk_full(exc)
+        if full is None:
+            return exc
+        self.write_error = str(full)
+        return full
+
     def sync(self) -> None:
-        """Everything applied so far on stable storage (before the journal is compacted past it)."""
+        """Everything applied so far published and on stable storage (before the journal is
+        compacted past it)."""
+        self.publish()
         self._file.sync()
 
     @contextlib.contextmanager
@@ -213,6 +305,7 @@ class LedgerMachine:
         """Make the received copy at `path` this node's store. A crash at any point leaves either
         the old store or the new one whole (the rename is the switch); returns the new index."""
         fsync_file(path)
+        self._close_unit(abort=True)  # entries before the received state's index: it holds them
         self._reopen(replace_with=path)
         with self.reading() as ledger:
             seq, audit_hash = ledger.seq, ledger.audit_hash
