@@ -1,10 +1,11 @@
 """The ledger as a replicated state machine, kept on disk: applied on the Raft thread, read by the HTTP loop.
 
-Each group of committed entries is one LMDB write transaction that also records the last Raft
-index, so the store alone says how far it got: a restart replays only the journal after it, and an
-entry at or below it is never applied again. Readers use read transactions: they see whole
-groups (never the debit of a transfer without its credit) without waiting for the writer.
-Listeners hear of every applied entry after it committed, for the event stream and metrics.
+Committed entries are applied into one open LMDB write transaction, the unit, and `publish`
+commits it together with the last Raft index, so the store alone says how far it got: a restart
+replays only the journal after it (whatever was applied but not published included), and an entry
+at or below it is never applied again. Readers use read transactions: they see whole published
+units (never the debit of a transfer without its credit) without waiting for the writer.
+Listeners hear of every applied entry once it is published, for the event stream and metrics.
 """
 
 from __future__ import annotations
