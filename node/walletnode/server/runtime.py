@@ -142,6 +142,10 @@ class LedgerNode:
                 with self.machine.reading() as ledger:
                     current = ledger.minters
                 if self.raft.is_leader and current != wanted:
+                    await self.committer.read_barrier()  # an applied configure entry may not be published yet
+                    with self.machine.reading() as ledger:
+                        current = ledger.minters
+                if self.raft.is_leader and current != wanted:
                     await self.committer.propose(configure_entry(wanted))
                     log.info("configured minters", extra={"minters": sorted(wanted)})
             except (Unavailable, OutcomeUnknown) as exc:
