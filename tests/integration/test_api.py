@@ -50,6 +50,7 @@ BAD_REQUESTS = [
     ("POST", "/v1/transfers", json.dumps({"commands": [{**GOOD, "id": "00"}]}).encode(), 400, "invalid_request"),
     ("POST", "/v1/transfers", json.dumps({"commands": [{**GOOD, "signature": "ef"}]}).encode(), 400, "invalid_request"),
     ("POST", "/v1/transfers", json.dumps({"commands": [{**GOOD, "currency": "usd"}]}).encode(), 400, "invalid_request"),
+    ("POST", "/v1/transfers", json.dumps({"commands": [{**GOOD, "currency": "X\n"}]}).encode(), 400, "invalid_request"),
     ("POST", "/v1/transfers", json.dumps({"commands": [{**GOOD, "kind": "mint"}]}).encode(), 400, "invalid_request"),
     ("POST", "/v1/mint", json.dumps({"commands": [GOOD]}).encode(), 400, "invalid_request"),
     (

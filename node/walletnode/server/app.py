@@ -20,7 +20,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..ledger.codes import Code
-from ..ledger.commands import Command
+from ..ledger.commands import Command, pattern_error
 from . import identity, openapi
 from .batcher import OutcomeUnknown, Unavailable
 from .runtime import LedgerNode
@@ -175,6 +175,10 @@ async def _execute(request: web.Request, kind: type[CurrencyBatch | MintBatch | 
     reject_unknown_query(request, set())
     batch = await decode(request, kind)
     commands: list[Command] = list(batch.commands)
+    for i, command in enumerate(commands):
+        wrong = pattern_error(command)
+        if wrong is not None:
+            raise ApiError(400, "invalid_request", wrong.replace("`$.", f"`$.commands[{i}].", 1))
     codes = await request.app[NODE_KEY].execute(commands)
     return reply(BatchResults([Result(c.id, code) for c, code in zip(commands, codes, strict=True)]))
 
