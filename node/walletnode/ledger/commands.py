@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 import re
 import struct
-from typing import Annotated, ClassVar
+from collections.abc import Callable
+from typing import Annotated, ClassVar, NamedTuple
 
 import msgspec
 
@@ -121,25 +123,38 @@ class Transfer(_Command, frozen=True, tag="transfer", rename={"from_": "from"}):
 Command = CreateCurrency | Mint | Transfer
 
 
+class _Patterns(NamedTuple):
+    fields: Callable[[Command], tuple[str, ...]]  # the values of the fields with a pattern
+    together: re.Pattern[str]  # their patterns joined by newlines, which no pattern admits
+    each: tuple[tuple[str, re.Pattern[str]], ...]  # (JSON name, pattern), to say which failed
+
+
 @functools.cache
-def _patterns(kind: type[_Command]) -> tuple[tuple[str, str, re.Pattern[str]], ...]:
-    """(attribute, JSON name, pattern) of each field of `kind` whose type publishes a pattern."""
-    rules = []
+def _patterns(kind: type[_Command]) -> _Patterns:
+    """The patterns the schema of `kind` publishes, ready to check (one regex call a command)."""
+    names, each = [], []
     for field in msgspec.structs.fields(kind):
         for meta in getattr(field.type, "__metadata__", ()):
             pattern = (meta.extra_json_schema or {}).get("pattern") if isinstance(meta, msgspec.Meta) else None
             if pattern is not None:
-                rules.append((field.name, field.encode_name, re.compile(pattern)))
-    return tuple(rules)
+                names.append(field.name)
+                each.append((field.encode_name, re.compile(pattern)))
+    assert len(names) >= 2, kind  # attrgetter of one name returns a value, not a tuple
+    together = "\n".join(p.pattern.removeprefix("^").removesuffix("$") for _, p in each)
+    return _Patterns(operator.attrgetter(*names), re.compile(together), tuple(each))
 
 
 def pattern_error(command: Command) -> str | None:
     """Why a decoded command breaks a pattern of its schema (msgspec's wording, path relative to
     the command), or None when it keeps them all."""
-    for name, json_name, pattern in _patterns(type(command)):
-        if pattern.fullmatch(getattr(command, name)) is None:
+    rules = _patterns(type(command))
+    values = rules.fields(command)
+    if rules.together.fullmatch("\n".join(values)) is not None:
+        return None
+    for value, (json_name, pattern) in zip(values, rules.each, strict=True):
+        if pattern.fullmatch(value) is None:
             return f"Expected `str` matching regex {pattern.pattern!r} - at `$.{json_name}`"
-    return None
+    raise AssertionError(f"a field of {command!r} holds a newline yet matches its pattern")
 
 
 class Configure(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
