@@ -35,3 +35,35 @@ dockerd_pid() {
   pid=$(docker info -f '{{.ID}}' >/dev/null 2>&1 && pgrep -xo dockerd) || die "no dockerd is running"
   echo "$pid"
 }
+
+KIND_RUNTIME=walletcluster-kind
+
+# True when containers that ask for every capability (privileged ones; `docker exec --privileged`,
+# which kind uses for everything) cannot start here without the runtime $KIND_RUNTIME.
+needs_kind_runtime() { ! has_cap_sys_resource "$(dockerd_pid)"; }
+
+# kind_command KIND: sets the array KIND_CMD to run KIND so that its containers start on this
+# machine. Where needs_kind_runtime, that adds the dockerd runtime $KIND_RUNTIME (removed again by
+# hack/kind/down or `docker-runtime remove`) and puts hack/kind/docker-run-with-runtime first on
+# kind's PATH as `docker` (kind has no option to pick a runtime).
+kind_command() {
+  KIND_CMD=("$1")
+  needs_kind_runtime || return 0
+  log "dockerd's root lacks CAP_SYS_RESOURCE: kind's containers run under the runtime $KIND_RUNTIME"
+  as_root env WALLETCLUSTER_CACHE="${WALLETCLUSTER_CACHE:-}" HOME="$HOME" \
+    "$HACK_KIND_DIR/docker-runtime" add "$KIND_RUNTIME"
+  mkdir -p "$KIND_CACHE/docker-shim"
+  ln -sfn "$HACK_KIND_DIR/docker-run-with-runtime" "$KIND_CACHE/docker-shim/docker"
+  KIND_CMD=(env "PATH=$KIND_CACHE/docker-shim:$PATH" "KIND_REAL_DOCKER=$(command -v docker)"
+    "KIND_DOCKER_RUNTIME=$KIND_RUNTIME" "$1")
+}
+
+# Removes the runtime $KIND_RUNTIME from dockerd's configuration once no container uses it.
+release_kind_runtime() {
+  local in_use
+  docker info -f '{{range $k, $v := .Runtimes}}{{$k}} {{end}}' | grep -qw "$KIND_RUNTIME" || return 0
+  in_use=$(docker ps -aq | xargs -r docker inspect -f '{{.HostConfig.Runtime}}' | grep -cx "$KIND_RUNTIME" || true)
+  ((in_use == 0)) || return 0
+  as_root env WALLETCLUSTER_CACHE="${WALLETCLUSTER_CACHE:-}" HOME="$HOME" \
+    "$HACK_KIND_DIR/docker-runtime" remove "$KIND_RUNTIME"
+}
