@@ -1,8 +1,9 @@
 """The GitHub workflows under .github/workflows/ cannot run here, so they are checked statically: against
 the GitHub workflow JSON schema (check-jsonschema's vendored copy, offline), for what they must do (a fast
-job: lint and unit tests; a kind job: `make e2e-kind`, which creates a kind cluster, checks that it is Ready, builds the images,
-loads every one of them into kind and runs tests/e2e), for pinned actions and least privilege, and every shell step with
-shellcheck. Also: every `make TARGET` that a workflow, the Makefile or the documentation names exists.
+job: lint and unit tests; a kind job: `make e2e-kind`, which creates a kind cluster, checks that it is
+Ready, builds the images, loads every one of them into kind and runs tests/e2e), for pinned actions and
+least privilege, and every shell step with shellcheck. Also: every `make TARGET` that a workflow, the
+Makefile or the documentation names exists.
 """
 
 from __future__ import annotations
