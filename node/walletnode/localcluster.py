@@ -143,9 +143,13 @@ class LocalCluster:
         trust = {"WALLET_CA": self.ca_file} if self.tls else {"WALLET_INSECURE": "1"}
         return {"WALLET_URL": ",".join(self.urls), **trust}
 
-    def admin_request(self, i: int, method: str, path: str, body: Any = None, timeout: float = 15) -> httpx.Response:
-        """An admin call to node i, signed with the cluster's admin key (as the operator does)."""
-        content = json.dumps(body).encode() if body is not None else b""
+    def admin_request(
+        self, i: int, method: str, path: str, body: Any = None, content: bytes | None = None, timeout: float = 15
+    ) -> httpx.Response:
+        """An admin call to node i, signed with the cluster's admin key (as the operator does); the
+        body is `body` as JSON, or the raw `content`."""
+        if content is None:
+            content = json.dumps(body).encode() if body is not None else b""
         signed = admin_auth.authorization(self.admin_key, self.cluster_id, f"wallet-{i}", method, path, content)
         return httpx.request(
             method,
