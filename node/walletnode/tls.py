@@ -16,9 +16,10 @@ import ssl
 log = logging.getLogger(__name__)
 
 
-def client_context(ca_file: str | None) -> ssl.SSLContext:
-    """Verify servers against `ca_file` (a PEM bundle), or the system's trust store without one."""
-    return ssl.create_default_context(cafile=ca_file)
+def client_context(ca_file: str | None, ca_data: bytes | None = None) -> ssl.SSLContext:
+    """Verify servers against `ca_file` or `ca_data` (PEM bundles), or the system's trust store
+    without either."""
+    return ssl.create_default_context(cafile=ca_file, cadata=ca_data.decode() if ca_data else None)
 
 
 class ServerCertificate:
