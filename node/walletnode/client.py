@@ -95,7 +95,8 @@ class WalletClient:
     system's trust store). Plain `http://` URLs are refused unless `insecure`. `node_keys` pins
     the replicas' identity keys (node name -> hex public key, as the operator publishes them in
     the WalletCluster status): attested answers are then checked against these, never against
-    what a node says about itself.
+    what a node says about itself. `tls_server_name` checks every node's certificate for this one
+    name instead of the URL's host (as kubeconfig's tls-server-name: for nodes reached by IP).
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class WalletClient:
         ca: str | None = None,
         insecure: bool = False,
         node_keys: dict[str, str] | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
         if not urls:
             raise ClientError("no node URL given (set WALLET_URL)")
@@ -125,6 +127,7 @@ class WalletClient:
             raise ClientError(f"the CA bundle {ca} (--ca / WALLET_CA) does not exist")
         self._deadline = deadline_s
         self._http = httpx.Client(timeout=timeout_s, verify=client_context(ca))
+        self._tls: dict[str, Any] = {"sni_hostname": tls_server_name} if tls_server_name else {}
         self._preferred = 0
         self._cluster_id: str | None = None
         self._identities: dict[str, tuple[str, VerifyKey]] = {}  # url -> (node name, identity key)
@@ -158,6 +161,7 @@ class WalletClient:
                     content=content,
                     params=params,
                     headers={"Content-Type": "application/json"} if content else None,
+                    extensions=self._tls,
                 )
             except httpx.HTTPError as exc:
                 last_problem = f"{url}: {exc.__class__.__name__}: {exc}"
@@ -298,7 +302,7 @@ class WalletClient:
         """(node name, (index, audit hash, canonical answer) or None, what it said)."""
         try:
             name, key = self._identity(url)
-            r = self._http.get(f"{url}/v1/accounts/{account}/balances", params={"attest": "true"})
+            r = self._http.get(f"{url}/v1/accounts/{account}/balances", params={"attest": "true"}, extensions=self._tls)
             body = r.json()
             att = body["attestation"]
             answer = msgspec.json.encode({"account": account, "balances": body["balances"]}, order="sorted")
@@ -323,7 +327,11 @@ class WalletClient:
             url = self.urls[(self._preferred + failures) % len(self.urls)]
             try:
                 with self._http.stream(
-                    "GET", url + "/v1/events", headers={"Last-Event-ID": str(last)}, timeout=httpx.Timeout(10, read=60)
+                    "GET",
+                    url + "/v1/events",
+                    headers={"Last-Event-ID": str(last)},
+                    timeout=httpx.Timeout(10, read=60),
+                    extensions=self._tls,
                 ) as r:
                     for event in _sse(r.iter_lines()):
                         if event.get("event") == "gap":
@@ -347,7 +355,7 @@ class WalletClient:
         return {c["code"]: c["scale"] for c in self.request("GET", "/v1/currencies")["currencies"]}
 
     def status_of(self, url: str) -> dict[str, Any]:
-        r = self._http.get(url.rstrip("/") + "/v1/status")
+        r = self._http.get(url.rstrip("/") + "/v1/status", extensions=self._tls)
         r.raise_for_status()
         return dict(r.json())
 
