@@ -235,7 +235,8 @@ def send_admin(
     url, content, headers = request
     verify = client_context(trust(kubectl, namespace, directory)["ca"])
     sni = {"sni_hostname": f"{pod}.wallet-peers.{namespace}.svc"}
-    return httpx.post(url, content=content, headers=headers, verify=verify, extensions=sni, timeout=15)
+    with httpx.Client(verify=verify, timeout=15) as http:
+        return http.post(url, content=content, headers=headers, extensions=sni)
 
 
 def weaken_pdb(kubectl: Kubectl, namespace: str, name: str = "wallet") -> None:
