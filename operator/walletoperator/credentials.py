@@ -23,6 +23,7 @@ from .spec import ClusterRef, Spec, peer_service_name
 CA_CERT, CA_KEY = "tls.crt", "tls.key"  # in the CA Secret (the operator's alone)
 SERVER_CERT, SERVER_KEY, SERVER_CA = "tls.crt", "tls.key", "ca.crt"  # in the server Secret (mounted)
 ADMIN_KEY = "ed25519-seed"  # in the admin Secret (the operator's alone)
+MAX_MEMBERS = 7  # the CRD's largest replicas: pods <name>-0 .. <name>-6
 
 SecretData = dict[str, bytes]
 
@@ -47,16 +48,21 @@ def pod_host(ref: ClusterRef, pod: str) -> str:
 
 def server_names(ref: ClusterRef) -> list[str]:
     """Every name a client may use for a member: the client Service, the peer Service, each pod
-    behind it (a wildcard, so scaling needs no new certificate), with and without the namespace,
-    and localhost (for `kubectl exec` and port-forwards)."""
+    behind it, with and without the namespace, and localhost (for `kubectl exec` and port-forwards).
+    Pods are named by wildcards where TLS allows one (OpenSSL matches `*` only with two labels after
+    it), so scaling needs no new certificate; the short `<pod>.<peers>` forms are listed one by one."""
     names = []
     for service in (ref.name, peer_service_name(ref)):
         names += [service, f"{service}.{ref.namespace}", f"{service}.{ref.namespace}.svc"]
         names.append(f"{service}.{ref.namespace}.svc.cluster.local")
     peers = peer_service_name(ref)
-    for domain in (peers, f"{peers}.{ref.namespace}", f"{peers}.{ref.namespace}.svc"):
+    for domain in (
+        f"{peers}.{ref.namespace}",
+        f"{peers}.{ref.namespace}.svc",
+        f"{peers}.{ref.namespace}.svc.cluster.local",
+    ):
         names.append(f"*.{domain}")
-    names.append(f"*.{peers}.{ref.namespace}.svc.cluster.local")
+    names += [f"{ref.name}-{i}.{peers}" for i in range(MAX_MEMBERS)]
     return [*names, "localhost"]
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
+import socket
+import ssl
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -247,3 +253,46 @@ def test_operator_counts_clusters_by_phase_and_forgets_deleted_ones() -> None:
     phases.set("a", "w1", "Degraded")
     now[0] = 100.0  # w2 and b/w1 not reconciled for over a minute: deleted
     assert counts() == {p: 1 if p == "Degraded" else 0 for p in PHASES}
+
+
+def handshake(host: str, directory: str) -> None:
+    """A real TLS handshake with the operator's server certificate over a socket pair, the client
+    trusting the published CA bundle and checking `host` (OpenSSL's name matching, wildcards too)."""
+    creds, _ = credentials.settle(REF, spec(), None, None, None, datetime.datetime.now(datetime.UTC))
+    assert creds.server is not None and creds.ca_bundle is not None
+    cert, key = os.path.join(directory, "c"), os.path.join(directory, "k")
+    with open(cert, "wb") as c, open(key, "wb") as k:
+        c.write(creds.server.cert)
+        k.write(creds.server.key)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    ours, theirs = socket.socketpair()
+
+    def serve() -> None:
+        with contextlib.suppress(ssl.SSLError, OSError):
+            server.wrap_socket(theirs, server_side=True).close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    with ssl.create_default_context(cadata=creds.ca_bundle.decode()).wrap_socket(ours, server_hostname=host):
+        pass
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "wallet.prod.svc",
+        "wallet",
+        "wallet-0.wallet-peers",  # the README's in-cluster URLs
+        "wallet-6.wallet-peers.prod",
+        "wallet-3.wallet-peers.prod.svc",
+        "wallet-4.wallet-peers.prod.svc.cluster.local",
+        "localhost",
+    ],
+)
+def test_the_server_certificate_verifies_for_every_name_a_client_uses(host: str, tmp_path: Path) -> None:
+    handshake(host, str(tmp_path))
+
+
+def test_a_name_the_certificate_does_not_carry_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        handshake("evil.example", str(tmp_path))
