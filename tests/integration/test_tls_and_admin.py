@@ -127,6 +127,7 @@ def test_certificate_rotation_under_write_load_fails_no_request(cluster: LocalCl
             t.join(timeout=60)
     assert failures == [], failures[:5]
     assert len(done) > 150
+    print(f"{len(done)} transfers across three certificate rotations, none failed")
     with open(cluster.cert_file) as f:
         last = ssl.PEM_cert_to_DER_cert(f.read())
     assert all(served_certificate(cluster, i) == last for i in range(3))
