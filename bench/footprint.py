@@ -32,9 +32,9 @@ from .workload import MINTER, Signer
 MIB = 1 << 20
 
 
-def _status(url: str) -> dict[str, Any] | None:
+def _status(cluster: LocalCluster, i: int) -> dict[str, Any] | None:
     try:
-        r = httpx.get(url + "/v1/status", timeout=5)
+        r = httpx.get(cluster.urls[i] + "/v1/status", timeout=5, verify=cluster.verify)
         return dict(r.json()) if r.status_code == 200 else None
     except httpx.HTTPError:
         return None
@@ -44,7 +44,7 @@ def wait_applied(cluster: LocalCluster, nodes: list[int], timeout: float) -> Non
     """Until every given node has applied the leader's commit index."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        statuses = {i: _status(cluster.urls[i]) for i in range(cluster.size)}
+        statuses = {i: _status(cluster, i) for i in range(cluster.size)}
         leader = [s for s in statuses.values() if s and s["role"] == "leader"]
         if leader and all(
             statuses[i] and statuses[i]["applied_index"] >= leader[0]["commit_index"]  # type: ignore[index]
@@ -97,7 +97,7 @@ async def measure(
     catch_ups: list[dict[str, Any]] = []
     try:
         cluster.wait_ready(timeout=60)
-        driver = WalletDriver(cluster.urls, [p.pid for p in cluster.processes.values()])
+        driver = WalletDriver(cluster.urls, [p.pid for p in cluster.processes.values()], tls=cluster.verify)
         await driver.open()
         try:
             await driver.create_currency()
@@ -160,7 +160,7 @@ async def _snapshot_covering(
     """Path of the leader's snapshot once it covers every account: the log is compacted only after
     --snapshot-entries entries, so small writes (1 unit minted to an existing account) are added
     until a snapshot taken after the last account was created exists."""
-    target = _status(cluster.urls[leader])
+    target = _status(cluster, leader)
     assert target is not None
     path = os.path.join(cluster.data_dir(leader), "raft", "ledger.snapshot")
     seen_mtime = 0.0
@@ -187,7 +187,7 @@ async def _catch_up(
     follower = next(i for i in range(cluster.size) if i != leader)
     cluster.kill(follower, signal.SIGTERM)
     shutil.rmtree(cluster.data_dir(follower))
-    target = _status(cluster.urls[leader])
+    target = _status(cluster, leader)
     assert target is not None
     incoming = os.path.join(cluster.data_dir(follower), "raft", "incoming.snapshot")
     received = 0
@@ -197,14 +197,19 @@ async def _catch_up(
     terms = 0
     for poll in itertools.count():
         await asyncio.sleep(0.05)
-        status = _status(cluster.urls[follower])
+        status = _status(cluster, follower)
         if status and status["applied_index"] >= target["commit_index"]:
             result.update(completed=True, seconds=round(time.monotonic() - started, 2))
             break
         if os.path.exists(incoming):
             received = max(received, os.path.getsize(incoming))
         if poll % 20 == 0:
-            terms = max((s["term"] for s in map(_status, cluster.urls) if s), default=target["term"]) - target["term"]
+            terms = (
+                max(
+                    (s["term"] for s in (_status(cluster, i) for i in range(cluster.size)) if s), default=target["term"]
+                )
+                - target["term"]
+            )
         if cluster.processes[follower].poll() is not None:
             raise RuntimeError(f"the catching-up node exited:\n{cluster.tail(follower)}")
         elapsed = time.monotonic() - started
@@ -217,6 +222,6 @@ async def _catch_up(
     result["snapshot_mib"] = round(os.path.getsize(snapshot_path) / MIB, 1)
     result["leader_commit_index"] = target["commit_index"]
     if result["completed"]:
-        final = _status(cluster.urls[leader])
+        final = _status(cluster, leader)
         result["elections_during_catch_up"] = (final["term"] - target["term"]) if final else None
     return result

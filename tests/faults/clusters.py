@@ -222,6 +222,7 @@ class NamespaceCluster(FaultCluster):
             "--secret-file", self.secret_file,
             "--log-format", "text",
             "--minter", self.minter,
+            "--insecure-http",  # the faults are in consensus, not in TLS (tests/integration/test_tls_and_admin.py)
             *self.extra_args,
         ]  # fmt: skip
 
