@@ -2,12 +2,12 @@
 version over plain HTTP and over HTTPS: `python -m bench.ab --plain-vs-tls` (what TLS costs).
 
 The baseline is checked out at REV in a git worktree with a virtualenv of its own (both kept
-under ~/.cache/walletcluster/ab/REV); it must take this version's command line (TLS and admin
-flags), so REV is this change or later. Then, round after round, alternating which goes first,
-each variant gets a fresh three-node cluster on 127.0.0.1 and the same pre-signed workload:
-a closed-loop sweep of concurrencies (peak transfers/s, median batch latency and server CPU per
-transfer at the peak), then leader SIGKILLs (seconds to the first accepted write). Prints one
-table of medians.
+under ~/.cache/walletcluster/ab/REV). Against a baseline both versions serve plain HTTP, so the
+engines are compared and not TLS (a baseline from before TLS gets none of its flags). Then,
+round after round, alternating which goes first, each variant gets a fresh three-node cluster on
+127.0.0.1 and the same pre-signed workload: a closed-loop sweep of concurrencies (peak
+transfers/s, median batch latency and server CPU per transfer at the peak), then leader SIGKILLs
+(seconds to the first accepted write). Prints one table of medians.
 """
 
 from __future__ import annotations
@@ -47,15 +47,24 @@ def baseline_python(rev: str) -> str:
     return python
 
 
+def knows_tls(python: str) -> bool:
+    """Does the node of this interpreter take the TLS flags (this version's command line)?"""
+    usage = subprocess.run([python, "-m", "walletnode.cli.node", "serve", "--help"], capture_output=True, text=True)
+    return "--insecure-http" in usage.stdout
+
+
 @dataclass(frozen=True)
 class Variant:
     python: str
     tls: bool = True
+    before_tls: bool = False
 
 
 async def one_round(name: str, variant: Variant, workload: Workload, signer: Signer, kills: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"ab-{name}-") as work:
-        cluster = LocalCluster(work, [public_hex(MINTER)], 3, python=variant.python, tls=variant.tls)
+        cluster = LocalCluster(
+            work, [public_hex(MINTER)], 3, python=variant.python, tls=variant.tls, before_tls=variant.before_tls
+        )
         cluster.start_all()
         try:
             cluster.wait_ready(timeout=60)
@@ -91,7 +100,11 @@ async def main(baseline: str | None, rounds: int, kills: int) -> None:
     if baseline is None:
         versions = {"plain": Variant(sys.executable, tls=False), "tls": Variant(sys.executable)}
     else:
-        versions = {"baseline": Variant(baseline_python(baseline)), "current": Variant(sys.executable)}
+        python = baseline_python(baseline)
+        versions = {
+            "baseline": Variant(python, tls=False, before_tls=not knows_tls(python)),
+            "current": Variant(sys.executable, tls=False),
+        }
     first, second = versions
     workload = Workload(accounts=10_000, batch_size=100)
     signer = Signer(workload)

@@ -47,6 +47,9 @@ class LocalCluster:
     raft_ports: Sequence[int] = ()
     admin_ports: Sequence[int] = ()
     tls: bool = True  # HTTPS with a CA of the cluster's own under base_dir/tls; False: --insecure-http
+    # A version of the node from before HTTPS and the admin port (a baseline of bench.ab): plain
+    # HTTP, and none of the flags it would not know.
+    before_tls: bool = False
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
     extra_args: Sequence[str] = ()
     env: dict[str, str] = field(default_factory=dict)
@@ -55,6 +58,7 @@ class LocalCluster:
     _logs: dict[int, IO[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        assert not (self.before_tls and self.tls), "a node from before TLS serves plain HTTP"
         if not self.http_ports or not self.raft_ports or not self.admin_ports:
             ports = free_ports(3 * self.size)
             self.http_ports = self.http_ports or ports[: self.size]
@@ -186,10 +190,6 @@ class LocalCluster:
             ",".join(self.raft_addresses),
             "--http",
             f"127.0.0.1:{self.http_ports[i]}",
-            "--admin-http",
-            f"127.0.0.1:{self.admin_ports[i]}",
-            "--admin-key",
-            admin_auth.public_hex(self.admin_key),
             "--data-dir",
             self.data_dir(i),
             "--secret-file",
@@ -197,7 +197,14 @@ class LocalCluster:
             "--log-format",
             "text",
         ]
-        args += ["--tls-cert", self.cert_file, "--tls-key", self.key_file] if self.tls else ["--insecure-http"]
+        if not self.before_tls:
+            args += [
+                "--admin-http",
+                f"127.0.0.1:{self.admin_ports[i]}",
+                "--admin-key",
+                admin_auth.public_hex(self.admin_key),
+            ]
+            args += ["--tls-cert", self.cert_file, "--tls-key", self.key_file] if self.tls else ["--insecure-http"]
         for minter in self.minters:
             args += ["--minter", minter]
         return args + list(self.extra_args)
