@@ -387,7 +387,8 @@ class DockerCluster(FaultCluster):
                 "--read-only", "--tmpfs", "/tmp", "--volume", f"{self.data_dirs[i]}:/data",
                 "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
                 "--env", f"WALLET_CLUSTER_SECRET={self.secret}",
-                NODE_IMAGE, "--minter", self.minter, "--replicas", str(self.size), *self.extra_args,
+                NODE_IMAGE, "--minter", self.minter, "--replicas", str(self.size), "--insecure-http",
+                *self.extra_args,
             )  # fmt: skip
         self.wait_ready(timeout=90)
 
