@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 Callback = Callable[[Any, "Outcome"], None]
 SNAPSHOT_CHUNK_BYTES = 1 << 20
+RECEIVED_PREFIX = "received-"  # streamed snapshots, checked and waiting to be installed
 MAX_APPLYING = 8  # batches of committed entries queued for the disk thread before the core holds more back
 TICKS_PER_HEARTBEAT = 2
 
@@ -154,6 +155,8 @@ class Replicator:
         self._reads_to_serve: list[tuple[int, Callback]] = []
         self._transfers: list[tuple[int, int, Callback]] = []  # (leader then, wanted (NONE: any), callback)
         self._incoming: tuple[int, Any] | None = None  # (sender, open file) of a snapshot being received
+        self._received_ids = itertools.count(1)
+        self._accepted: dict[SnapshotMeta, str] = {}  # snapshots the core adopted -> their verified files
         self._snapshotting = False
         self._applying: deque[asyncio.Future[list[Any]]] = deque()
         self._receiving_since = 0.0  # when the first chunk of the snapshot being received came
@@ -202,6 +205,9 @@ class Replicator:
 
     def _open(self) -> None:
         """Disk thread: open the log; load the newest snapshot into the state machine."""
+        for name in os.listdir(self.dir):
+            if name.startswith(RECEIVED_PREFIX):  # received before a crash, never installed
+                os.unlink(os.path.join(self.dir, name))
         self.log = DiskLog(os.path.join(self.dir, "log"))
         if self.log.is_new and self.founding and not os.path.exists(self.snapshot_path):
             conf = ConfState(voters=frozenset(self.peers), addresses=tuple(sorted(self.peers.items())))
@@ -319,7 +325,7 @@ class Replicator:
 
     def _on_frame(self, peer: int, kind: wire.Kind, body: Any) -> None:
         if kind == wire.Kind.RAFT:
-            if body.to == self.id:
+            if body.to == self.id and body.type != MsgType.SNAPSHOT:  # a snapshot comes as a stream
                 self.core.step(body)
         elif kind == wire.Kind.FORWARD:
             self._on_forward(peer, body)
@@ -385,7 +391,8 @@ class Replicator:
         for message in early:
             self._send_message(message)
         if ready.snapshot is not None:
-            await loop.run_in_executor(self._disk, self._restore, ready.snapshot)
+            received = self._accepted.pop(ready.snapshot)
+            await loop.run_in_executor(self._disk, self._restore, ready.snapshot, received)
             self.log.install(ready.snapshot)
         if ready.entries or ready.hard_state is not None:
             await self._persist(ready)
@@ -443,11 +450,11 @@ class Replicator:
                 log.error("cannot persist the raft log, retrying: %s", exc)
                 await asyncio.sleep(1.0)
 
-    def _restore(self, meta: SnapshotMeta) -> None:
+    def _restore(self, meta: SnapshotMeta, path: str) -> None:
         """Disk thread: the received snapshot becomes this node's, and the state machine's."""
-        received, state = snapshot.read(self.incoming_path)
+        received, state = snapshot.read(path)
         assert received == meta, (received, meta)
-        os.replace(self.incoming_path, self.snapshot_path)
+        os.replace(path, self.snapshot_path)
         fsync_dir(self.dir)
         self.machine.restore(state)
         self.applied = self.settled = meta.index
@@ -632,18 +639,29 @@ class Replicator:
         size = incoming[1].tell()
         incoming[1].close()
         if size == done.size:
-            asyncio.get_running_loop().create_task(self._check_and_step(done.message))
+            # Under its own name: the next stream (the leader may send a newer one at any time)
+            # starts a fresh incoming file while this one waits to be checked and installed.
+            received = os.path.join(self.dir, f"{RECEIVED_PREFIX}{next(self._received_ids)}.snapshot")
+            os.replace(self.incoming_path, received)
+            asyncio.get_running_loop().create_task(self._check_and_step(done.message, received))
 
-    async def _check_and_step(self, message: Message) -> None:
-        """Verify the received file (framing, checksums, metadata) before the core sees it."""
+    async def _check_and_step(self, message: Message, received: str) -> None:
+        """Verify the received file (framing, checksums, metadata) before the core sees it; keep
+        it if the core adopts it (it is then installed by a later Ready), else drop it."""
         try:
-            meta, _ = await asyncio.get_running_loop().run_in_executor(self._disk, snapshot.read, self.incoming_path)
+            meta, _ = await asyncio.get_running_loop().run_in_executor(self._disk, snapshot.read, received)
         except (OSError, snapshot.CorruptSnapshot) as exc:
             log.warning("discarded a received snapshot: %s", exc)
-            return
-        if meta == message.snapshot:
+            meta = None
+        if meta is not None and meta == message.snapshot:
             self.core.step(message)
             self._kick()
+        if meta is None or self.core.log.pending_snapshot != meta:
+            os.unlink(received)  # corrupt, or the core had no use for it
+            return
+        for superseded in [m for m in self._accepted if m.index < meta.index]:
+            os.unlink(self._accepted.pop(superseded))  # the core installs only the newest
+        self._accepted[meta] = received
 
     # -- status -----------------------------------------------------------------------------
 
