@@ -27,6 +27,7 @@ test: $(STAMP)
 	$(BIN)/ruff check node operator tests bench
 	$(BIN)/mypy node/walletnode operator/walletoperator
 	$(BIN)/pytest tests --benchmark-disable
+	$(MAKE) e2e-kind
 
 bench: $(STAMP)
 	hack/host-deps
@@ -41,25 +42,37 @@ test-k8s: $(STAMP)
 k8s-down:
 	hack/k8s/down
 
-# The e2e tests against a kind cluster, as the GitHub workflow runs them (needs kind, kubectl and helm
-# on PATH): creates the cluster $(KIND_CLUSTER) if absent (KIND_NODE_IMAGE picks its Kubernetes), builds
-# the images, loads them into the cluster's nodes, and runs tests/e2e with the cluster's kubeconfig.
+# The e2e tests against a kind cluster, as the GitHub workflow runs them: creates the kind cluster
+# $(KIND_CLUSTER) if absent (hack/kind/up: kind itself, adapted to this machine only where needed), checks
+# that its node is Ready (kind exits 0 when its own wait times out), builds the images, loads them into the
+# node, runs tests/e2e with the cluster's kubeconfig and deletes the cluster (kept when a step fails, for a
+# look; `make kind-down` deletes it). KIND_NODE_IMAGE picks the node image, with kind, kubectl and helm
+# from PATH (the GitHub workflow: kind's official image); empty, hack/kind/node-image builds it offline
+# with the Kubernetes of hack/k8s, and kind, kubectl and helm with it (.run/kind-bin).
 KIND            ?= kind
 KIND_CLUSTER    ?= walletcluster
 KIND_NODE_IMAGE ?=
 KIND_KUBECONFIG := .run/kind-$(KIND_CLUSTER).kubeconfig
+KIND_IMAGE_FILE := .run/kind-node-image
 
-.PHONY: e2e-kind
+.PHONY: e2e-kind kind-down
+e2e-kind: export PATH := $(if $(KIND_NODE_IMAGE),,$(CURDIR)/.run/kind-bin:)$(PATH)
 e2e-kind: $(STAMP)
+	mkdir -p .run
+	$(if $(KIND_NODE_IMAGE),echo '$(KIND_NODE_IMAGE)',hack/kind/node-image) >$(KIND_IMAGE_FILE)
 	@for tool in $(KIND) kubectl helm; do \
 	  command -v $$tool >/dev/null || { echo "make e2e-kind needs $$tool on PATH" >&2; exit 1; }; done
-	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || \
-	  $(KIND) create cluster --name $(KIND_CLUSTER) --wait 180s $(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE))
+	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || KIND=$(KIND) hack/kind/up $(KIND_CLUSTER) "$$(cat $(KIND_IMAGE_FILE))"
+	umask 077 && $(KIND) get kubeconfig --name $(KIND_CLUSTER) >$(KIND_KUBECONFIG)
+	kubectl --kubeconfig $(KIND_KUBECONFIG) wait --for=condition=Ready node --all --timeout=180s
 	$(MAKE) images
 	$(KIND) load docker-image walletcluster/node:dev walletcluster/operator:dev --name $(KIND_CLUSTER)
-	mkdir -p $(dir $(KIND_KUBECONFIG))
-	umask 077 && $(KIND) get kubeconfig --name $(KIND_CLUSTER) >$(KIND_KUBECONFIG)
 	WALLETCLUSTER_E2E_KUBECONFIG=$(CURDIR)/$(KIND_KUBECONFIG) $(BIN)/pytest tests/e2e
+	KIND=$(KIND) hack/kind/down $(KIND_CLUSTER)
+
+kind-down: export PATH := $(CURDIR)/.run/kind-bin:$(PATH)
+kind-down:
+	KIND=$(KIND) hack/kind/down $(KIND_CLUSTER)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit

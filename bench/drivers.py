@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,18 +68,20 @@ class Driver(Protocol):
     async def balances(self) -> Balances: ...
 
 
-def _session(connections: int) -> aiohttp.ClientSession:
+def _session(connections: int, tls: ssl.SSLContext | bool = True) -> aiohttp.ClientSession:
     # A generous timeout: a slow answer must show up as latency, not as a failed transfer.
-    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
+    connector = aiohttp.TCPConnector(limit=connections, force_close=False, ssl=tls)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
 
 
 class _HttpDriver:
     """What both drivers share: the server processes (for CPU accounting) and one HTTP session."""
 
-    def __init__(self, pids: Sequence[int], connections: int) -> None:
+    def __init__(self, pids: Sequence[int], connections: int, tls: ssl.SSLContext | bool = True) -> None:
+        """`tls`: how to verify HTTPS servers (a context trusting their CA)."""
         self.pids = list(pids)
         self._connections = connections
+        self._tls = tls
         self._session: aiohttp.ClientSession | None = None
 
     def server_pids(self) -> list[int]:
@@ -90,7 +93,7 @@ class _HttpDriver:
         return self._session
 
     async def open(self) -> None:
-        self._session = _session(self._connections)
+        self._session = _session(self._connections, self._tls)
 
     async def close(self) -> None:
         await self.session.close()
@@ -114,8 +117,10 @@ class WalletDriver(_HttpDriver):
 
     name = "walletcluster"
 
-    def __init__(self, urls: Sequence[str], pids: Sequence[int], connections: int = 256) -> None:
-        super().__init__(pids, connections)
+    def __init__(
+        self, urls: Sequence[str], pids: Sequence[int], connections: int = 256, tls: ssl.SSLContext | bool = True
+    ) -> None:
+        super().__init__(pids, connections, tls)
         self.urls = list(urls)
         self.leader = self.urls[0]
         self.cluster_id = ""

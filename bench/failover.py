@@ -36,7 +36,7 @@ def _leader(cluster: LocalCluster, timeout: float = 30) -> int:
 def measure(cluster: LocalCluster, workload: Workload, cluster_id: str, runs: int) -> dict[str, Any]:
     """`runs` leader kills on a running, funded cluster; seconds to the first accepted transfer."""
     times = []
-    with httpx.Client(timeout=1.0) as http:
+    with httpx.Client(timeout=1.0, verify=cluster.verify) as http:
         for run in range(runs):
             leader = _leader(cluster)
             survivors = [u for i, u in enumerate(cluster.urls) if i != leader]

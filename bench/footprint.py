@@ -31,9 +31,9 @@ from .workload import MINTER, Signer
 MIB = 1 << 20
 
 
-def node_status(url: str) -> dict[str, Any] | None:
+def node_status(cluster: LocalCluster, i: int) -> dict[str, Any] | None:
     try:
-        r = httpx.get(url + "/v1/status", timeout=5)
+        r = httpx.get(cluster.urls[i] + "/v1/status", timeout=5, verify=cluster.verify)
         return dict(r.json()) if r.status_code == 200 else None
     except httpx.HTTPError:
         return None
@@ -43,7 +43,7 @@ def wait_applied(cluster: LocalCluster, nodes: list[int], timeout: float) -> Non
     """Until every given node has applied the leader's commit index."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        statuses = {i: node_status(cluster.urls[i]) for i in range(cluster.size)}
+        statuses = {i: node_status(cluster, i) for i in range(cluster.size)}
         leader = [s for s in statuses.values() if s and s["role"] == "leader"]
         if leader and all(
             statuses[i] and statuses[i]["applied_index"] >= leader[0]["commit_index"]  # type: ignore[index]
@@ -96,7 +96,7 @@ async def measure(
     catch_ups: list[dict[str, Any]] = []
     try:
         cluster.wait_ready(timeout=60)
-        driver = WalletDriver(cluster.urls, [p.pid for p in cluster.processes.values()])
+        driver = WalletDriver(cluster.urls, [p.pid for p in cluster.processes.values()], tls=cluster.verify)
         await driver.open()
         try:
             await driver.create_currency()
@@ -159,11 +159,11 @@ async def _compacted_past(
     """Until the leader's journal is compacted past every account's creation (then a new replica
     must install a snapshot): the log is compacted only after --snapshot-entries entries, so small
     writes (1 unit minted to an existing account) are added until it is."""
-    target = node_status(cluster.urls[leader])
+    target = node_status(cluster, leader)
     assert target is not None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        status = node_status(cluster.urls[leader])
+        status = node_status(cluster, leader)
         if status and status["first_log_index"] > target["commit_index"]:
             return
         body = next(signer.mint_bodies(driver.cluster_id, [existing], 1, 1))
@@ -180,11 +180,11 @@ async def _catch_up(
     so the replica is not going to make it (and it keeps disrupting the other two)."""
     leader = cluster.urls.index(await driver.find_leader())
     await _compacted_past(cluster, driver, signer, leader, existing)
-    leader_store = node_status(cluster.urls[leader])
+    leader_store = node_status(cluster, leader)
     follower = next(i for i in range(cluster.size) if i != leader)
     cluster.kill(follower, signal.SIGTERM)
     shutil.rmtree(cluster.data_dir(follower))
-    target = node_status(cluster.urls[leader])
+    target = node_status(cluster, leader)
     assert target is not None
     incoming = os.path.join(cluster.data_dir(follower), "raft", "incoming.snapshot")
     received = 0
@@ -194,16 +194,15 @@ async def _catch_up(
     terms = 0
     for poll in itertools.count():
         await asyncio.sleep(0.05)
-        status = node_status(cluster.urls[follower])
+        status = node_status(cluster, follower)
         if status and status["applied_index"] >= target["commit_index"]:
             result.update(completed=True, seconds=round(time.monotonic() - started, 2))
             break
         if os.path.exists(incoming):
             received = max(received, os.path.getsize(incoming))
         if poll % 20 == 0:
-            terms = (
-                max((s["term"] for s in map(node_status, cluster.urls) if s), default=target["term"]) - target["term"]
-            )
+            statuses = [node_status(cluster, i) for i in range(cluster.size)]
+            terms = max((s["term"] for s in statuses if s), default=target["term"]) - target["term"]
         if cluster.processes[follower].poll() is not None:
             raise RuntimeError(f"the catching-up node exited:\n{cluster.tail(follower)}")
         elapsed = time.monotonic() - started
@@ -216,6 +215,6 @@ async def _catch_up(
     result["snapshot_mib"] = round((leader_store or {}).get("store_bytes", 0) / MIB, 1)
     result["leader_commit_index"] = target["commit_index"]
     if result["completed"]:
-        final = node_status(cluster.urls[leader])
+        final = node_status(cluster, leader)
         result["elections_during_catch_up"] = (final["term"] - target["term"]) if final else None
     return result

@@ -140,9 +140,9 @@ def seed_node(cluster: LocalCluster, i: int, store: str, index: int) -> None:
     log.close()
 
 
-def _ready(url: str) -> bool:
+def _ready(cluster: LocalCluster, i: int) -> bool:
     try:
-        return httpx.get(url + "/readyz", timeout=1).status_code == 200
+        return httpx.get(cluster.urls[i] + "/readyz", timeout=1, verify=cluster.verify).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -159,7 +159,7 @@ def seconds_to_ready_after_sigkill(cluster: LocalCluster, i: int, timeout: float
     cluster.kill(i, signal.SIGKILL)
     started = time.monotonic()
     cluster.start(i)
-    while not _ready(cluster.urls[i]):
+    while not _ready(cluster, i):
         if time.monotonic() - started > timeout:
             raise TimeoutError(f"node {i} not ready {timeout}s after a restart\n{cluster.tail(i)}")
         time.sleep(0.02)
@@ -173,7 +173,7 @@ async def catch_up_under_writes(
     leader's commit index as of its start."""
     cluster.kill(follower, signal.SIGKILL)
     shutil.rmtree(cluster.data_dir(follower))
-    leader = next(s for s in map(node_status, cluster.urls) if s and s["role"] == "leader")
+    leader = next(s for s in (node_status(cluster, i) for i in range(cluster.size)) if s and s["role"] == "leader")
     target = leader["commit_index"]
     driver.pids = [cluster.processes[i].pid for i in range(cluster.size) if i != follower]
     prepared = driver.prepare(workload.batches(int(seconds * 40) + 1, f"catch-up-{follower}"))
@@ -182,7 +182,7 @@ async def catch_up_under_writes(
     cluster.start(follower)
     result: dict[str, Any] = {"completed": False, "seconds": None, "leader_commit_index": target}
     while time.monotonic() - started < timeout:
-        status = await asyncio.to_thread(node_status, cluster.urls[follower])
+        status = await asyncio.to_thread(node_status, cluster, follower)
         if status and status["applied_index"] >= target:
             result.update(completed=True, seconds=round(time.monotonic() - started, 2))
             break

@@ -42,24 +42,26 @@ def timed(http: httpx.Client, method: str, url: str, body: object = None) -> Ans
     return Answer(r.status_code, error, seconds)
 
 
-def write_and_read(url: str) -> tuple[Answer, Answer, str]:
-    """A signed transfer and a linearizable read to `url`; also returns the transfer's id."""
+def write_and_read(cluster: LocalCluster, i: int) -> tuple[Answer, Answer, str]:
+    """A signed transfer and a linearizable read to node i; also returns the transfer's id."""
+    url = cluster.urls[i]
     sender = SigningKey.generate()
-    with WalletClient([url], deadline_s=5) as client:
+    with WalletClient([url], deadline_s=5, **cluster.trust) as client:
         transfer = client.signed_transfer(sender, public_hex(SigningKey.generate()), "USD", 1)
     command = msgspec.to_builtins(transfer)
     command.pop("kind", None)
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30, verify=cluster.verify) as http:
         write = timed(http, "POST", url + "/v1/transfers", {"commands": [command]})
         read = timed(http, "GET", url + f"/v1/accounts/{public_hex(sender)}/balances")
     return write, read, transfer.id
 
 
-def wait_healthy(url: str, timeout: float = 30.0) -> None:
+def wait_healthy(cluster: LocalCluster, i: int, timeout: float = 30.0) -> None:
+    url = cluster.urls[i]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+            if httpx.get(url + "/healthz", timeout=1, verify=cluster.verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -80,10 +82,10 @@ def measure(tries: int) -> dict[str, list[Answer]]:
         lone = LocalCluster(base + "/lone", [minter], 3)
         lone.start(0)
         try:
-            wait_healthy(lone.urls[0])
+            wait_healthy(lone, 0)
             time.sleep(3)  # past the start-up grace
             for _ in range(tries):
-                record("lone node", *write_and_read(lone.urls[0])[:2])
+                record("lone node", *write_and_read(lone, 0)[:2])
         finally:
             lone.stop_all()
         cluster = LocalCluster(base + "/three", [minter], 3)
@@ -93,9 +95,9 @@ def measure(tries: int) -> dict[str, list[Answer]]:
                 cluster.wait_ready(timeout=60)
                 cluster.kill(1)
                 cluster.kill(2)
-                record("just after 2 of 3 killed", *write_and_read(cluster.urls[0])[:2])
+                record("just after 2 of 3 killed", *write_and_read(cluster, 0)[:2])
                 time.sleep(3)
-                record("3 s after 2 of 3 killed", *write_and_read(cluster.urls[0])[:2])
+                record("3 s after 2 of 3 killed", *write_and_read(cluster, 0)[:2])
                 cluster.start(1)
                 cluster.start(2)
         finally:

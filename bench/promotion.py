@@ -38,13 +38,13 @@ def one_run(preload: int) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory(prefix="promotion-") as work:
         cluster = LocalCluster(work, [public_hex(MINTER)], 3, extra_args=("--snapshot-entries", "200"))
         cluster.start_all()
-        http_port, raft_port = free_ports(2)
+        http_port, raft_port, admin_port = free_ports(3)
         newcomer = f"127.0.0.1:{raft_port}"
         joiner = None
         try:
             cluster.wait_ready(timeout=60)
             alice, bob = SigningKey.generate(), SigningKey.generate()
-            with WalletClient(cluster.urls) as client:
+            with WalletClient(cluster.urls, **cluster.trust) as client:
                 assert client.create_currency(MINTER, "USD", 2) == "ok"
                 assert client.mint(MINTER, public_hex(alice), "USD", 10**12) == "ok"
                 for _ in range(preload):  # a log long enough to be compacted: the learner needs a snapshot
@@ -53,7 +53,7 @@ def one_run(preload: int) -> tuple[float, float, float]:
             stop = threading.Event()
 
             def writer() -> None:
-                with WalletClient(cluster.urls) as c:
+                with WalletClient(cluster.urls, **cluster.trust) as c:
                     while not stop.is_set():
                         assert c.transfer(alice, public_hex(bob), "USD", 1) == "ok"
                         acknowledged.append(time.monotonic())
@@ -63,7 +63,7 @@ def one_run(preload: int) -> tuple[float, float, float]:
             time.sleep(1)
             started = time.monotonic()
             joiner = subprocess.Popen(
-                cluster.join_command(http_port, raft_port),
+                cluster.join_command(http_port, raft_port, admin_port),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -86,7 +86,7 @@ def _wait_promoted(cluster: LocalCluster, address: str, timeout: float = 120) ->
     while time.monotonic() < deadline:
         for url in cluster.urls:
             try:
-                status = httpx.get(url + "/v1/status", timeout=1).json()
+                status = httpx.get(url + "/v1/status", timeout=1, verify=cluster.verify).json()
             except (httpx.HTTPError, ValueError):
                 continue
             if status["role"] == "leader" and any(

@@ -139,17 +139,22 @@ async def run(config: Config, work_dir: str, command: str) -> dict[str, Any]:
     }
     print(f"machine: {json.dumps(results['machine'])}", flush=True)
     signer = Signer(workload)
-    ports = free_ports(12)  # at once, so the two clusters cannot pick the same ones
+    ports = free_ports(15)  # at once, so the two clusters cannot pick the same ones
     ours = LocalCluster(
-        os.path.join(work_dir, "walletcluster"), [public_hex(MINTER)], 3, http_ports=ports[:3], raft_ports=ports[3:6]
+        os.path.join(work_dir, "walletcluster"),
+        [public_hex(MINTER)],
+        3,
+        http_ports=ports[:3],
+        raft_ports=ports[3:6],
+        admin_ports=ports[12:15],
     )
-    etcd = etcd_cluster.EtcdCluster(os.path.join(work_dir, "etcd"), ports=ports[6:])
+    etcd = etcd_cluster.EtcdCluster(os.path.join(work_dir, "etcd"), ports=ports[6:12])
     try:
         ours.start_all()
         etcd.start_all()
         ours.wait_ready(timeout=60)
         etcd.wait_healthy(timeout=60)
-        our_driver = WalletDriver(ours.urls, [p.pid for p in ours.processes.values()])
+        our_driver = WalletDriver(ours.urls, [p.pid for p in ours.processes.values()], tls=ours.verify)
         etcd_driver = EtcdDriver(etcd.leader_url(), etcd.pids())
         drivers: list[Driver] = [our_driver, etcd_driver]
         for d in drivers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,9 @@ ALERTS = CHART_FILES / "alerts.yaml"
 DASHBOARD = CHART_FILES / "dashboard.json"
 
 
-def per_peer(url: str, metric: str) -> dict[str, float]:
+def per_peer(url: str, metric: str, verify: ssl.SSLContext | bool = True) -> dict[str, float]:
     """A per-peer gauge of the node at `url`, by peer address."""
-    families = text_string_to_metric_families(httpx.get(url + "/metrics", timeout=5).text)
+    families = text_string_to_metric_families(httpx.get(url + "/metrics", timeout=5, verify=verify).text)
     return {s.labels["peer"]: s.value for f in families if f.name == metric for s in f.samples}
 
 
@@ -75,7 +76,10 @@ class Prometheus:
     """A real Prometheus server (Debian's) on loopback, scraping `targets` every second and
     evaluating `rule_file` every second; its data lives in `directory`."""
 
-    def __init__(self, directory: Path, targets: dict[str, dict[str, str]], rule_file: Path) -> None:
+    def __init__(
+        self, directory: Path, targets: dict[str, dict[str, str]], rule_file: Path, ca_file: str | None = None
+    ) -> None:
+        """`ca_file`: scrape over HTTPS, verifying the targets against this CA."""
         self.port = free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
@@ -85,6 +89,7 @@ class Prometheus:
                 {
                     "job_name": "walletcluster",
                     "static_configs": [{"targets": [address], "labels": labels} for address, labels in targets.items()],
+                    **({"scheme": "https", "tls_config": {"ca_file": ca_file}} if ca_file else {}),
                 }
             ],
         }

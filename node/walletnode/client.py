@@ -24,6 +24,7 @@ from nacl.signing import SigningKey, VerifyKey
 from .ledger.commands import Command, CreateCurrency, Mint, Transfer
 from .ledger.signing import public_hex, sign
 from .server.identity import attestation_bytes
+from .tls import client_context
 
 PLACEHOLDER_SIG = "0" * 128
 
@@ -88,15 +89,49 @@ def to_display(minor: int, scale: int) -> str:
 
 
 class WalletClient:
-    def __init__(self, urls: Sequence[str], deadline_s: float = 30.0, timeout_s: float = 15.0) -> None:
+    """A client of one cluster's nodes (`urls`).
+
+    `ca`: the PEM bundle the nodes' certificates must chain to (default: $WALLET_CA, else the
+    system's trust store). Plain `http://` URLs are refused unless `insecure`. `node_keys` pins
+    the replicas' identity keys (node name -> hex public key, as the operator publishes them in
+    the WalletCluster status): attested answers are then checked against these, never against
+    what a node says about itself. `tls_server_name` checks every node's certificate for this one
+    name instead of the URL's host (as kubeconfig's tls-server-name: for nodes reached by IP).
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        deadline_s: float = 30.0,
+        timeout_s: float = 15.0,
+        *,
+        ca: str | None = None,
+        insecure: bool = False,
+        node_keys: dict[str, str] | None = None,
+        tls_server_name: str | None = None,
+    ) -> None:
         if not urls:
             raise ClientError("no node URL given (set WALLET_URL)")
         self.urls = [u.rstrip("/") for u in urls]
+        for url in self.urls:
+            scheme = url.partition("://")[0].lower()
+            if scheme not in ("http", "https"):
+                raise ClientError(f"{url!r} is not an http:// or https:// URL")
+            if scheme == "http" and not insecure:
+                raise ClientError(
+                    f"{url} is plain HTTP: balances and signatures would cross the network in the clear; "
+                    "use https:// or allow it explicitly with --insecure (WALLET_INSECURE=1)"
+                )
+        ca = ca or os.environ.get("WALLET_CA") or None
+        if ca is not None and not os.path.isfile(ca):
+            raise ClientError(f"the CA bundle {ca} (--ca / WALLET_CA) does not exist")
         self._deadline = deadline_s
-        self._http = httpx.Client(timeout=timeout_s)
+        self._http = httpx.Client(timeout=timeout_s, verify=client_context(ca))
+        self._tls: dict[str, Any] = {"sni_hostname": tls_server_name} if tls_server_name else {}
         self._preferred = 0
         self._cluster_id: str | None = None
         self._identities: dict[str, tuple[str, VerifyKey]] = {}  # url -> (node name, identity key)
+        self._pinned = {name: VerifyKey(bytes.fromhex(key)) for name, key in (node_keys or {}).items()}
         self._leader_known = False
 
     def close(self) -> None:
@@ -126,6 +161,7 @@ class WalletClient:
                     content=content,
                     params=params,
                     headers={"Content-Type": "application/json"} if content else None,
+                    extensions=self._tls,
                 )
             except httpx.HTTPError as exc:
                 last_problem = f"{url}: {exc.__class__.__name__}: {exc}"
@@ -249,16 +285,24 @@ class WalletClient:
         raise AttestationError(f"no majority of {len(self.urls)} replicas attested the same balance", dissenting)
 
     def _identity(self, url: str) -> tuple[str, VerifyKey]:
+        """The node at `url` and its identity key: the pinned key for its name when keys were
+        given (a node with no pinned key is not believed), else the key it published first."""
         if url not in self._identities:
             status = self.status_of(url)
-            self._identities[url] = (status["name"], VerifyKey(bytes.fromhex(status["node_key"])))
+            name = status["name"]
+            if self._pinned:
+                if name not in self._pinned:
+                    raise ValueError(f"{name} has no pinned identity key")
+                self._identities[url] = (name, self._pinned[name])
+            else:
+                self._identities[url] = (name, VerifyKey(bytes.fromhex(status["node_key"])))
         return self._identities[url]
 
     def _attested_answer(self, url: str, account: str) -> tuple[str, tuple[int, str, bytes] | None, str]:
         """(node name, (index, audit hash, canonical answer) or None, what it said)."""
         try:
             name, key = self._identity(url)
-            r = self._http.get(f"{url}/v1/accounts/{account}/balances", params={"attest": "true"})
+            r = self._http.get(f"{url}/v1/accounts/{account}/balances", params={"attest": "true"}, extensions=self._tls)
             body = r.json()
             att = body["attestation"]
             answer = msgspec.json.encode({"account": account, "balances": body["balances"]}, order="sorted")
@@ -283,7 +327,11 @@ class WalletClient:
             url = self.urls[(self._preferred + failures) % len(self.urls)]
             try:
                 with self._http.stream(
-                    "GET", url + "/v1/events", headers={"Last-Event-ID": str(last)}, timeout=httpx.Timeout(10, read=60)
+                    "GET",
+                    url + "/v1/events",
+                    headers={"Last-Event-ID": str(last)},
+                    timeout=httpx.Timeout(10, read=60),
+                    extensions=self._tls,
                 ) as r:
                     for event in _sse(r.iter_lines()):
                         if event.get("event") != "entry":
@@ -305,7 +353,7 @@ class WalletClient:
         return {c["code"]: c["scale"] for c in self.request("GET", "/v1/currencies")["currencies"]}
 
     def status_of(self, url: str) -> dict[str, Any]:
-        r = self._http.get(url.rstrip("/") + "/v1/status")
+        r = self._http.get(url.rstrip("/") + "/v1/status", extensions=self._tls)
         r.raise_for_status()
         return dict(r.json())
 

@@ -1,6 +1,7 @@
 """`make run`: a three-node ledger on 127.0.0.1 for development, in the foreground until Ctrl-C.
 
-Data in .run/, a dev minter key `minter` (no password) in .run/keys, and .run/env to source.
+Data in .run/, a dev minter key `minter` (no password) in .run/keys, the dev CA that signed the
+nodes' certificate in .run/tls/ca.crt, and .run/env to source.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ from .localcluster import LocalCluster
 RUN_DIR = ".run"
 HTTP_PORTS = (8701, 8702, 8703)
 RAFT_PORTS = (7701, 7702, 7703)
+ADMIN_PORTS = (9701, 9702, 9703)
 
 
 def main() -> int:
     keys = Keystore(os.path.join(RUN_DIR, "keys"))
     if "minter" not in keys.names():
         keys.create("minter", "")
-    cluster = LocalCluster(RUN_DIR, [keys.public("minter")], 3, HTTP_PORTS, RAFT_PORTS)
+    cluster = LocalCluster(RUN_DIR, [keys.public("minter")], 3, HTTP_PORTS, RAFT_PORTS, ADMIN_PORTS)
     urls = ",".join(cluster.urls)
     with open(os.path.join(RUN_DIR, "env"), "w") as f:
-        f.write(f"export WALLET_URL={urls}\nexport WALLET_HOME={RUN_DIR}/keys\nexport WALLET_PASSWORD=\n")
+        f.write(
+            f"export WALLET_URL={urls}\nexport WALLET_CA={cluster.ca_file}\n"
+            f"export WALLET_HOME={RUN_DIR}/keys\nexport WALLET_PASSWORD=\n"
+        )
     stopping = False
 
     def stop(*_: object) -> None:
@@ -43,8 +48,9 @@ def main() -> int:
         return 1
     print(
         f"""
-walletcluster dev ledger: 3 nodes up (HTTP {", ".join(map(str, HTTP_PORTS))}; Raft {", ".join(map(str, RAFT_PORTS))})
-data and logs in {RUN_DIR}/; dev minter key 'minter' in {RUN_DIR}/keys
+walletcluster dev ledger: 3 nodes up (HTTPS {", ".join(map(str, HTTP_PORTS))}; Raft {", ".join(map(str, RAFT_PORTS))}; \
+admin {", ".join(map(str, ADMIN_PORTS))})
+data and logs in {RUN_DIR}/; dev minter key 'minter' in {RUN_DIR}/keys; dev CA {cluster.ca_file}
 
 In another shell:
   source {RUN_DIR}/env

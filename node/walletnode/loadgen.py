@@ -9,8 +9,9 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from types import MappingProxyType
 from typing import Any
 
 from nacl.signing import SigningKey
@@ -43,9 +44,11 @@ def fund(
     wallets: Sequence[SigningKey],
     amount: int,
     progress: Callable[[int], None] = lambda n: None,
+    trust: Mapping[str, Any] = MappingProxyType({}),
 ) -> None:
-    """Create the bench currency (if needed) and mint `amount` to every wallet, in batches."""
-    with WalletClient(urls, deadline_s=120, timeout_s=120) as client:
+    """Create the bench currency (if needed) and mint `amount` to every wallet, in batches.
+    `trust`: the client's ca/insecure/node_keys (see WalletClient)."""
+    with WalletClient(urls, deadline_s=120, timeout_s=120, **trust) as client:
         if client.create_currency(minter, CURRENCY, 0) not in ("ok", "currency_exists"):
             raise ClientError("could not create the bench currency (is --as a minter?)")
         for start in range(0, len(wallets), 500):
@@ -78,9 +81,10 @@ def run(
     seconds: float,
     replicas: int | None = None,
     progress: Callable[[int], None] = lambda n: None,
+    trust: Mapping[str, Any] = MappingProxyType({}),
 ) -> LoadResult:
     wallets = [SigningKey.generate() for _ in range(100 * threads)]
-    fund(urls, minter, wallets, 10**12, progress)
+    fund(urls, minter, wallets, 10**12, progress, trust)
     publics = [public_hex(w) for w in wallets]
     latencies: list[list[float]] = [[] for _ in range(threads)]
     errors = [0] * threads
@@ -89,7 +93,7 @@ def run(
 
     def worker(n: int) -> None:
         rng = random.Random(n)
-        with WalletClient(urls) as client:
+        with WalletClient(urls, **trust) as client:
             client.follow_leader()
             assert client.cluster_id  # fetched now, not inside the measured loop
             start_line.wait()

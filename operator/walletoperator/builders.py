@@ -6,13 +6,21 @@ hand edit of an owned field is reverted by the next apply.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from typing import Any
 
-from .spec import GROUP, HTTP_PORT, RAFT_PORT, VERSION, ClusterRef, Spec
+from . import credentials
+from .credentials import Credentials
+from .spec import ADMIN_PORT, GROUP, HTTP_PORT, RAFT_PORT, VERSION, ClusterRef, Spec, peer_service_name
 
 SECRET_KEY = "secret"
+TLS_DIR = "/etc/walletcluster/tls"
+ADMIN_PUBLIC_KEY = "admin-public-key"  # in the ConfigMap: the nodes' half of the admin key
+CA_BUNDLE = "ca.crt"  # in the published CA ConfigMap
+#: Bumped when the pod template changes in a way running pods must be replaced for.
+TEMPLATE_VERSION = 2
 Manifest = dict[str, Any]
 
 
@@ -27,10 +35,6 @@ def labels(ref: ClusterRef) -> dict[str, str]:
 
 def selector(ref: ClusterRef) -> dict[str, str]:
     return {"app.kubernetes.io/name": "walletcluster", "app.kubernetes.io/instance": ref.name}
-
-
-def peer_service_name(ref: ClusterRef) -> str:
-    return f"{ref.name}-peers"
 
 
 def raft_address(ref: ClusterRef, ordinal: int) -> str:
@@ -66,12 +70,87 @@ def secret(ref: ClusterRef, value: str) -> Manifest:
     }
 
 
-def config_map(ref: ClusterRef, spec: Spec) -> Manifest:
+def config_map(ref: ClusterRef, spec: Spec, creds: Credentials) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(ref, f"{ref.name}-config"),
-        "data": {"minters": " ".join(spec.minters)},
+        "data": {"minters": " ".join(spec.minters), ADMIN_PUBLIC_KEY: creds.admin_public},
+    }
+
+
+def ca_secret_name(ref: ClusterRef) -> str:
+    return f"{ref.name}-ca"
+
+
+def tls_secret_name(ref: ClusterRef) -> str:
+    return f"{ref.name}-tls"
+
+
+def admin_secret_name(ref: ClusterRef) -> str:
+    return f"{ref.name}-admin"
+
+
+def ca_config_map_name(ref: ClusterRef) -> str:
+    return f"{ref.name}-ca"
+
+
+def _secret(ref: ClusterRef, name: str, data: dict[str, bytes], kind: str = "Opaque") -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(ref, name),
+        "type": kind,
+        "data": {key: base64.b64encode(value).decode() for key, value in sorted(data.items())},
+    }
+
+
+def credential_secrets(ref: ClusterRef, creds: Credentials) -> list[Manifest]:
+    """The admin key and, unless cert-manager issues, the CA (both never mounted in a pod: the
+    operator's alone) and the server certificate (mounted in the pods)."""
+    found = [_secret(ref, admin_secret_name(ref), {credentials.ADMIN_KEY: bytes(creds.admin).hex().encode()})]
+    if creds.ca is not None and creds.server is not None:
+        ca = {credentials.CA_CERT: creds.ca.cert, credentials.CA_KEY: creds.ca.key}
+        found.append(_secret(ref, ca_secret_name(ref), ca, "kubernetes.io/tls"))
+        server = {
+            credentials.SERVER_CERT: creds.server.cert,
+            credentials.SERVER_KEY: creds.server.key,
+            credentials.SERVER_CA: creds.ca.cert,
+        }
+        found.append(_secret(ref, tls_secret_name(ref), server, "kubernetes.io/tls"))
+    return found
+
+
+def ca_config_map(ref: ClusterRef, creds: Credentials) -> Manifest | None:
+    """The CA bundle for clients (named in status.tls.caConfigMap); None until one is known."""
+    if creds.ca_bundle is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(ref, ca_config_map_name(ref)),
+        "data": {CA_BUNDLE: creds.ca_bundle.decode()},
+    }
+
+
+def certificate(ref: ClusterRef, spec: Spec) -> Manifest | None:
+    """With spec.tls.issuerRef: the cert-manager Certificate for the server Secret."""
+    if spec.issuer_ref is None:
+        return None
+    return {
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": _meta(ref, ref.name),
+        "spec": {
+            "secretName": tls_secret_name(ref),
+            "dnsNames": credentials.server_names(ref),
+            "ipAddresses": ["127.0.0.1"],
+            "duration": f"{spec.certificate_days * 24}h",
+            "renewBefore": f"{spec.renew_before_days * 24}h",
+            "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+            "usages": ["server auth", "digital signature", "key encipherment"],
+            "issuerRef": dict(spec.issuer_ref),
+        },
     }
 
 
@@ -97,6 +176,7 @@ def peer_service(ref: ClusterRef) -> Manifest:
             "ports": [
                 {"name": "raft", "port": RAFT_PORT, "targetPort": "raft"},
                 {"name": "http", "port": HTTP_PORT, "targetPort": "http"},
+                {"name": "admin", "port": ADMIN_PORT, "targetPort": "admin"},
             ],
         },
     }
@@ -125,8 +205,13 @@ def pod_disruption_budget(ref: ClusterRef, spec: Spec) -> Manifest:
     }
 
 
+OPERATOR_POD_LABELS = {"app.kubernetes.io/part-of": "walletcluster", "app.kubernetes.io/component": "operator"}
+
+
 def network_policy(ref: ClusterRef) -> Manifest:
-    """The Raft port only from this cluster's own pods; the API from anywhere."""
+    """The Raft port only from this cluster's own pods; the admin port only from the operator's
+    pods (in any namespace; the admin key's signature is what authorises, this is a second wall);
+    the client API from anywhere."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -138,6 +223,10 @@ def network_policy(ref: ClusterRef) -> Manifest:
                 {
                     "from": [{"podSelector": {"matchLabels": selector(ref)}}],
                     "ports": [{"protocol": "TCP", "port": RAFT_PORT}],
+                },
+                {
+                    "from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": OPERATOR_POD_LABELS}}],
+                    "ports": [{"protocol": "TCP", "port": ADMIN_PORT}],
                 },
                 {"ports": [{"protocol": "TCP", "port": HTTP_PORT}]},
             ],
@@ -151,6 +240,7 @@ CONFIG_HASH = f"{GROUP}/config-hash"
 def config_hash(spec: Spec) -> str:
     """What a running pod must be restarted for (not the membership size: joiners handle that)."""
     relevant = [
+        TEMPLATE_VERSION,
         spec.image,
         spec.image_pull_policy,
         spec.heartbeat_ms,
@@ -164,6 +254,11 @@ def config_hash(spec: Spec) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cluster_id(ref: ClusterRef) -> str:
+    """The nodes' signing domain (`--cluster-id`): also what admin requests are signed for."""
+    return f"{ref.namespace}/{ref.name}"
+
+
 def node_args(ref: ClusterRef, spec: Spec, members: int) -> list[str]:
     """`members` is the committed Raft membership size: pods beyond it start as joiners."""
     return [
@@ -174,11 +269,17 @@ def node_args(ref: ClusterRef, spec: Spec, members: int) -> list[str]:
         "--name",
         ref.name,
         "--cluster-id",
-        f"{ref.namespace}/{ref.name}",
+        cluster_id(ref),
         "--raft-port",
         str(RAFT_PORT),
         "--secret-file",
         f"/etc/walletcluster/{SECRET_KEY}",
+        "--tls-cert",
+        f"{TLS_DIR}/{credentials.SERVER_CERT}",
+        "--tls-key",
+        f"{TLS_DIR}/{credentials.SERVER_KEY}",
+        "--admin-http",
+        f"0.0.0.0:{ADMIN_PORT}",
         "--heartbeat-ms",
         str(spec.heartbeat_ms),
         "--election-timeout-ms",
@@ -200,10 +301,28 @@ def stateful_set(ref: ClusterRef, spec: Spec, pods: int, members: int) -> Manife
                 "name": "WALLET_MINTERS",
                 "valueFrom": {"configMapKeyRef": {"name": f"{ref.name}-config", "key": "minters"}},
             },
+            {
+                "name": "WALLET_ADMIN_PUBLIC_KEY",
+                "valueFrom": {"configMapKeyRef": {"name": f"{ref.name}-config", "key": ADMIN_PUBLIC_KEY}},
+            },
+            # For walletctl run inside the pod (`kubectl exec ... walletctl`): trust the cluster's CA.
+            {"name": "WALLET_CA", "value": f"{TLS_DIR}/{credentials.SERVER_CA}"},
         ],
-        "ports": [{"name": "http", "containerPort": HTTP_PORT}, {"name": "raft", "containerPort": RAFT_PORT}],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2, "failureThreshold": 2},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT},
+            {"name": "raft", "containerPort": RAFT_PORT},
+            {"name": "admin", "containerPort": ADMIN_PORT},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http", "scheme": "HTTPS"},
+            "periodSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http", "scheme": "HTTPS"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 10001,
@@ -216,6 +335,7 @@ def stateful_set(ref: ClusterRef, spec: Spec, pods: int, members: int) -> Manife
             {"name": "data", "mountPath": "/data"},
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "secret", "mountPath": "/etc/walletcluster", "readOnly": True},
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
         ],
     }
     if spec.resources:
@@ -229,6 +349,8 @@ def stateful_set(ref: ClusterRef, spec: Spec, pods: int, members: int) -> Manife
         "volumes": [
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             {"name": "secret", "secret": {"secretName": f"{ref.name}-secret"}},
+            # Mounted as a directory (no subPath), so the kubelet swaps in a renewed certificate.
+            {"name": "tls", "secret": {"secretName": tls_secret_name(ref)}},
         ],
     }
     if spec.affinity:
@@ -269,11 +391,16 @@ def stateful_set(ref: ClusterRef, spec: Spec, pods: int, members: int) -> Manife
     }
 
 
-def desired(ref: ClusterRef, spec: Spec, secret_value: str, pods: int, members: int) -> list[Manifest]:
+def desired(
+    ref: ClusterRef, spec: Spec, secret_value: str, pods: int, members: int, creds: Credentials
+) -> list[Manifest]:
     """Every object a WalletCluster owns, in the order they should be applied."""
+    optional = [certificate(ref, spec), ca_config_map(ref, creds)]
     return [
         secret(ref, secret_value),
-        config_map(ref, spec),
+        *credential_secrets(ref, creds),
+        *[m for m in optional if m is not None],
+        config_map(ref, spec, creds),
         service_account(ref),
         peer_service(ref),
         client_service(ref, spec),

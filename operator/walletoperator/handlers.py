@@ -7,6 +7,7 @@ on a timer, so drift (a hand edit, a dead pod, a lost leader) is repaired within
 from __future__ import annotations
 
 import datetime
+import json
 import secrets
 import threading
 import time
@@ -15,11 +16,15 @@ from typing import Any
 import httpx
 import kopf
 
-from . import builders, metrics
+from walletnode.admin_auth import authorization
+from walletnode.tls import client_context
+
+from . import builders, credentials, metrics
+from .credentials import Credentials
 from .diagnosis import Problem, new_problems, peer_problems, pod_problem
 from .kube import Kube
 from .plan import Action, Condition, Observed, PodView, RaftView, decide, status_conditions
-from .spec import GROUP, HTTP_PORT, PLURAL, VERSION, ClusterRef, Spec
+from .spec import ADMIN_PORT, GROUP, HTTP_PORT, PLURAL, VERSION, ClusterRef, Spec
 
 _kube: Kube | None = None
 # kopf runs timers concurrently with change handlers; one reconcile per cluster at a time.
@@ -103,31 +108,51 @@ def _reconcile(body: kopf.Body, spec: kopf.Spec, ref: ClusterRef, patch: kopf.Pa
     wanted = Spec.parse(dict(spec))
     k = kube()
     secret_value = k.secret_value(f"{name}-secret", namespace, builders.SECRET_KEY)
-    seen = observe(k, ref, wanted)
+    creds, issued = credentials.settle(
+        ref,
+        wanted,
+        k.secret_data(builders.ca_secret_name(ref), namespace),
+        k.secret_data(builders.tls_secret_name(ref), namespace),
+        k.secret_data(builders.admin_secret_name(ref), namespace),
+        datetime.datetime.now(datetime.UTC),
+    )
+    seen, node_keys = observe(k, ref, wanted, creds)
     address_of = {i: builders.raft_address(ref, i) for i in range(max(wanted.replicas, seen.statefulset_pods) + 1)}
     plan = decide(wanted, seen, address_of)
     _report(body, ref.uid, seen.problems)
     if wanted.paused:
-        _status(patch, body, wanted, seen, "Paused", plan.conditions, ref)
+        _status(patch, body, wanted, seen, "Paused", plan.conditions, ref, creds, node_keys)
         return
     if secret_value is None:
         secret_value = secrets.token_hex(32)
         kopf.info(body, reason="SecretCreated", message="generated the cluster secret for peer authentication")
-    for manifest in builders.desired(ref, wanted, secret_value, plan.pods, plan.members_arg):
+    for manifest in builders.desired(ref, wanted, secret_value, plan.pods, plan.members_arg, creds):
         k.apply(manifest)
+    for note in issued:  # after the apply: an Event tells what is in place (never a key)
+        kopf.info(body, reason="CredentialsIssued", message=note)
     if not seen.statefulset_exists:
         kopf.info(body, reason="Created", message=f"created the owned objects and {plan.pods} members")
     if plan.action is not None:
-        take(plan.action, ref, seen, secret_value, body, logger)
-    _status(patch, body, wanted, seen, plan.phase, plan.conditions, ref)
+        take(plan.action, ref, seen, creds, body, logger)
+    _status(patch, body, wanted, seen, plan.phase, plan.conditions, ref, creds, node_keys)
 
 
-def observe(k: Kube, ref: ClusterRef, wanted: Spec) -> Observed:
+def node_client(creds: Credentials, timeout: float = 2) -> httpx.Client | None:
+    """HTTPS to the nodes, trusting the cluster's CA only; None while no CA is known (cert-manager
+    has not issued yet)."""
+    if creds.ca_bundle is None:
+        return None
+    return httpx.Client(verify=client_context(None, creds.ca_bundle), timeout=timeout)
+
+
+def observe(k: Kube, ref: ClusterRef, wanted: Spec, creds: Credentials) -> tuple[Observed, dict[str, str]]:
+    """What is there, and each answering member's identity key (by pod name)."""
     sts = k.get("apps/v1", "StatefulSet", ref.name, ref.namespace)
     pods: list[PodView] = []
     statuses: list[dict[str, Any]] = []
     problems: list[Problem] = []
     template_hash = builders.config_hash(wanted)
+    http = node_client(creds)
     for pod in k.pods(ref.namespace, builders.selector(ref)):
         meta, status = pod["metadata"], pod.get("status") or {}
         ordinal = int(meta["name"].rpartition("-")[2])
@@ -142,10 +167,12 @@ def observe(k: Kube, ref: ClusterRef, wanted: Spec) -> Observed:
         problem = pod_problem(pod)
         if problem is not None:
             problems.append(problem)
-        if running and ip:
-            node_status = _node_status(ip)
+        if running and ip and http is not None:
+            node_status = _node_status(http, ref, meta["name"], ip)
             if node_status is not None:
                 statuses.append(node_status)
+    if http is not None:
+        http.close()
     raft = None
     leaders = [s for s in statuses if s["role"] == "leader"]
     if leaders:
@@ -164,7 +191,7 @@ def observe(k: Kube, ref: ClusterRef, wanted: Spec) -> Observed:
         args = sts["spec"]["template"]["spec"]["containers"][0].get("args", [])
         if "--replicas" in args:
             members_arg = int(args[args.index("--replicas") + 1])
-    return Observed(
+    observed = Observed(
         sts is not None,
         int((sts or {}).get("spec", {}).get("replicas", 0)),
         members_arg,
@@ -172,11 +199,16 @@ def observe(k: Kube, ref: ClusterRef, wanted: Spec) -> Observed:
         raft,
         tuple(problems),
     )
+    return observed, {str(s["name"]): str(s["node_key"]) for s in statuses if "node_key" in s}
 
 
-def _node_status(ip: str) -> dict[str, Any] | None:
+def _node_status(http: httpx.Client, ref: ClusterRef, pod: str, ip: str) -> dict[str, Any] | None:
+    """The pod's /v1/status over HTTPS to its IP, its certificate checked for its DNS name."""
     try:
-        r = httpx.get(f"http://{ip}:{HTTP_PORT}/v1/status", timeout=2)
+        r = http.get(
+            f"https://{ip}:{HTTP_PORT}/v1/status",
+            extensions={"sni_hostname": credentials.pod_host(ref, pod)},
+        )
         return dict(r.json()) if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
@@ -190,7 +222,7 @@ def _report(body: kopf.Body, uid: str, problems: tuple[Problem, ...]) -> None:
 
 
 def take(
-    action: Action, ref: ClusterRef, seen: Observed, secret_value: str, body: kopf.Body, logger: kopf.Logger
+    action: Action, ref: ClusterRef, seen: Observed, creds: Credentials, body: kopf.Body, logger: kopf.Logger
 ) -> None:
     """One step, through the leader's admin API (Raft changes membership one member at a time)."""
     leader = next((p for p in seen.pods if seen.raft and p.name == seen.raft.leader), None)
@@ -208,23 +240,23 @@ def take(
         logger.warning(message)
         kopf.warn(body, reason="StepFailed", message=message)
 
-    headers = {"Authorization": f"Bearer {secret_value}"}
-    url = f"http://{leader.ip}:{HTTP_PORT}"
+    if action.kind == "add_member":
+        method, path, payload = "POST", "/v1/members", {"address": action.target, "member": action.member}
+    elif action.kind == "remove_member":
+        method, path, payload = "DELETE", f"/v1/members/{action.target}", None
+    else:
+        method, path, payload = "POST", "/v1/leadership", {}
+    http = node_client(creds, timeout=15)
+    if http is None:
+        failed("no CA to verify the members with yet")
+        return
     try:
-        if action.kind == "add_member":
-            r = httpx.post(
-                f"{url}/v1/members",
-                json={"address": action.target, "member": action.member},
-                headers=headers,
-                timeout=15,
-            )
-        elif action.kind == "remove_member":
-            r = httpx.delete(f"{url}/v1/members/{action.target}", headers=headers, timeout=15)
-        else:
-            r = httpx.post(f"{url}/v1/leadership", json={}, headers=headers, timeout=15)
+        r = admin_call(http, ref, creds, leader.name, leader.ip, method, path, payload)
     except httpx.HTTPError as exc:
         failed(f"{type(exc).__name__}: {exc}")
         return
+    finally:
+        http.close()
     if r.status_code == 200:
         metrics.steps.labels(ref.namespace, ref.name, action.kind, "ok").inc()
         reason = {
@@ -237,6 +269,38 @@ def take(
         failed(f"the node answered {r.status_code}: {r.text[:200]}")
 
 
+def admin_call(
+    http: httpx.Client,
+    ref: ClusterRef,
+    creds: Credentials,
+    pod: str,
+    ip: str,
+    method: str,
+    path: str,
+    payload: Any,
+) -> httpx.Response:
+    """One admin request to `pod`'s admin port, signed with the admin key for that pod alone."""
+    content = json.dumps(payload).encode() if payload is not None else b""
+    signed = authorization(creds.admin, builders.cluster_id(ref), pod, method, path, content)
+    return http.request(
+        method,
+        f"https://{ip}:{ADMIN_PORT}{path}",
+        content=content,
+        headers={"Authorization": signed, "Content-Type": "application/json"},
+        extensions={"sni_hostname": credentials.pod_host(ref, pod)},
+    )
+
+
+def _tls_status(ref: ClusterRef, wanted: Spec, creds: Credentials) -> dict[str, Any]:
+    issuer = wanted.issuer_ref
+    return {
+        "caConfigMap": builders.ca_config_map_name(ref) if creds.ca_bundle is not None else None,
+        "secretName": builders.tls_secret_name(ref),
+        "issuer": f"cert-manager {issuer['kind']}/{issuer['name']}" if issuer else "operator",
+        "notAfter": creds.not_after.strftime("%Y-%m-%dT%H:%M:%SZ") if creds.not_after else None,
+    }
+
+
 def _status(
     patch: kopf.Patch,
     body: kopf.Body,
@@ -245,6 +309,8 @@ def _status(
     phase: str,
     conditions: dict[str, Condition],
     ref: ClusterRef,
+    creds: Credentials,
+    node_keys: dict[str, str],
 ) -> None:
     raft = seen.raft
     before = body.get("status") or {}
@@ -265,6 +331,9 @@ def _status(
             "observedGeneration": body.metadata.get("generation"),
             "selector": ",".join(f"{k}={v}" for k, v in builders.selector(ref).items()),
             "conditions": status_conditions(conditions, before.get("conditions") or [], kopf_now()),
+            "tls": _tls_status(ref, wanted, creds),
+            # Kept for members that do not answer now: a key is the member's for as long as its volume.
+            "nodeKeys": {**(before.get("nodeKeys") or {}), **node_keys},
         }
     )
 

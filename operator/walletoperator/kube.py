@@ -45,9 +45,15 @@ class Kube:
             return None
 
     def secret_value(self, name: str, namespace: str, key: str) -> str | None:
+        data = self.secret_data(name, namespace) or {}
+        return data[key].decode() if key in data else None
+
+    def secret_data(self, name: str, namespace: str) -> dict[str, bytes] | None:
+        """A Secret's data, decoded; None if there is no such Secret."""
         secret = self.get("v1", "Secret", name, namespace)
-        data = (secret or {}).get("data") or {}
-        return base64.b64decode(data[key]).decode() if key in data else None
+        if secret is None:
+            return None
+        return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
 
     def pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
         label_selector = ",".join(f"{k}={v}" for k, v in selector.items())

@@ -10,6 +10,7 @@ VERSION = "v1alpha1"
 PLURAL = "walletclusters"
 RAFT_PORT = 7700
 HTTP_PORT = 8700
+ADMIN_PORT = 8701
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,10 @@ class ClusterRef:
     name: str
     namespace: str
     uid: str
+
+
+def peer_service_name(ref: ClusterRef) -> str:
+    return f"{ref.name}-peers"
 
 
 @dataclass(frozen=True)
@@ -37,12 +42,18 @@ class Spec:
     tolerations: tuple[dict[str, Any], ...] = ()
     node_selector: dict[str, str] = field(default_factory=dict)
     paused: bool = False
+    certificate_days: int = 90
+    renew_before_days: int = 7
+    #: A cert-manager issuer ({name, kind, group}) that issues the server certificate instead of the operator's CA.
+    issuer_ref: dict[str, str] | None = None
 
     @classmethod
     def parse(cls, spec: dict[str, Any]) -> Spec:
         storage = spec.get("storage") or {}
         raft = spec.get("raft") or {}
         service = spec.get("service") or {}
+        tls = spec.get("tls") or {}
+        issuer = tls.get("issuerRef")
         return cls(
             replicas=int(spec.get("replicas", 3)),
             image=spec.get("image", cls.image),
@@ -60,4 +71,15 @@ class Spec:
             tolerations=tuple(spec.get("tolerations") or ()),
             node_selector=dict(spec.get("nodeSelector") or {}),
             paused=bool(spec.get("paused", False)),
+            certificate_days=int(tls.get("certificateDays", cls.certificate_days)),
+            renew_before_days=int(tls.get("renewBeforeDays", cls.renew_before_days)),
+            issuer_ref=(
+                {
+                    "name": issuer["name"],
+                    "kind": issuer.get("kind", "Issuer"),
+                    "group": issuer.get("group", "cert-manager.io"),
+                }
+                if issuer
+                else None
+            ),
         )

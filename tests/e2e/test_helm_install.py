@@ -46,7 +46,7 @@ class Walletctl:
 
     def __init__(self, kubectl: Kubectl, namespace: str) -> None:
         self.kubectl, self.namespace, self.pod = kubectl, namespace, f"{WALLET}-0"
-        urls = ",".join(f"http://{WALLET}-{i}.{WALLET}-peers:8700" for i in range(MEMBERS))
+        urls = ",".join(f"https://{WALLET}-{i}.{WALLET}-peers:8700" for i in range(MEMBERS))
         self.env = ["env", f"WALLET_URL={urls}", "WALLET_HOME=/tmp/keys", "WALLET_PASSWORD="]
 
     def put_key(self, path: Path) -> None:

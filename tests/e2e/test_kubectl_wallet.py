@@ -75,7 +75,7 @@ def test_kubectl_wallet_runs_walletctl_against_every_member(
     members = {f"{WALLET}-{i}" for i in range(MEMBERS)}
     assert {n["name"] for n in nodes} == members and len(nodes) == MEMBERS
     assert sum(n["role"] == "leader" for n in nodes) == 1
-    assert all(n["url"].startswith("http://127.0.0.1:") for n in nodes), "through local port-forwards"
+    assert all(n["url"].startswith("https://127.0.0.1:") for n in nodes), "through local port-forwards, verified"
 
     wallet("keys", "new", "alice")
     wallet("keys", "new", "bob")

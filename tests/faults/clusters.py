@@ -239,6 +239,7 @@ class NamespaceCluster(FaultCluster):
             "--secret-file", self.secret_file,
             "--log-format", "text",
             "--minter", self.minter,
+            "--insecure-http",  # the faults are in consensus, not in TLS (tests/integration/test_tls_and_admin.py)
             *self.extra_args,
         ]  # fmt: skip
 
@@ -403,7 +404,8 @@ class DockerCluster(FaultCluster):
                 "--read-only", "--tmpfs", "/tmp", "--volume", f"{self.data_dirs[i]}:/data",
                 "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
                 "--env", f"WALLET_CLUSTER_SECRET={self.secret}",
-                NODE_IMAGE, "--minter", self.minter, "--replicas", str(self.size), *self.extra_args,
+                NODE_IMAGE, "--minter", self.minter, "--replicas", str(self.size), "--insecure-http",
+                *self.extra_args,
             )  # fmt: skip
         self.wait_ready(timeout=90)
 

@@ -34,7 +34,7 @@ def cluster(tmp_path: Path) -> Iterator[NamespaceCluster]:
     c = NamespaceCluster(str(tmp_path), public_hex(MINTER))
     try:
         c.start()
-        with WalletClient(c.urls) as client:
+        with WalletClient(c.urls, insecure=True) as client:
             assert client.create_currency(MINTER, "USD", 2) == "ok"
             assert client.mint(MINTER, public_hex(ALICE), "USD", 10**6) == "ok"
         yield c
@@ -45,7 +45,7 @@ def cluster(tmp_path: Path) -> Iterator[NamespaceCluster]:
 def write_for(cluster: NamespaceCluster, node: int, seconds: float) -> None:
     """Transfers through `node`, one at a time, each acknowledged, for `seconds`."""
     deadline = time.monotonic() + seconds
-    with WalletClient([cluster.urls[node]]) as client:
+    with WalletClient([cluster.urls[node]], insecure=True) as client:
         while time.monotonic() < deadline:
             assert client.transfer(ALICE, BOB, "USD", 1) == "ok"
             time.sleep(0.05)

@@ -61,7 +61,7 @@ class Workload:
 
     def setup(self) -> None:
         """Create the currencies and fund every account (before any fault)."""
-        with WalletClient(self.urls, deadline_s=60, timeout_s=5) as c:
+        with WalletClient(self.urls, deadline_s=60, timeout_s=5, insecure=True) as c:
             for code in CURRENCIES:
                 assert c.create_currency(self.minter, code, 2) in ("ok", "exists", "currency_exists")
             for n, account in enumerate(self.accounts):
@@ -97,7 +97,7 @@ class Workload:
         rng = random.Random(seed)
         urls = self.urls[:]
         rng.shuffle(urls)
-        with WalletClient(urls, deadline_s=self.write_deadline_s, timeout_s=2) as c:
+        with WalletClient(urls, deadline_s=self.write_deadline_s, timeout_s=2, insecure=True) as c:
             cluster_id = None
             while cluster_id is None and not self._stop.is_set():
                 try:
@@ -130,7 +130,7 @@ class Workload:
         rng = random.Random(seed)
         urls = self.urls[:]
         rng.shuffle(urls)
-        with WalletClient(urls, deadline_s=self.read_deadline_s, timeout_s=2) as c:
+        with WalletClient(urls, deadline_s=self.read_deadline_s, timeout_s=2, insecure=True) as c:
             while not self._stop.is_set():
                 account = rng.choice(self.accounts)
                 op: Record = {"process": process, "type": "read", "account": account, "inv": self.now()}

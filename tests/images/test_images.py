@@ -22,9 +22,11 @@ import httpx
 import pytest
 from nacl.signing import SigningKey
 
+from walletnode import pki
 from walletnode.client import WalletClient
 from walletnode.keystore import Keystore
 from walletnode.ledger.signing import public_hex
+from walletnode.tls import client_context
 
 from ..walletctl import walletctl
 
@@ -144,14 +146,25 @@ def test_operator_image_runs_python_m_walletoperator(built: dict[str, str]) -> N
 
 
 class DockerCluster:
-    """Three `walletcluster/node:dev` containers on a user-defined network, like a StatefulSet."""
+    """Three `walletcluster/node:dev` containers on a user-defined network, like a StatefulSet,
+    serving HTTPS with a certificate from a CA of the test's own (mounted read-only, as a Secret is)."""
 
-    def __init__(self, size: int = 3) -> None:
+    def __init__(self, tls_dir: Path, size: int = 3) -> None:
         self.prefix = f"wc-test-{secrets.token_hex(4)}"
         self.network = self.prefix
         self.size = size
         self.containers: list[str] = []
         self.urls: list[str] = []
+        self.tls_dir = tls_dir
+        ca = pki.make_ca("images test CA")
+        pair = pki.issue(ca, ["localhost"], ["127.0.0.1"])
+        tls_dir.mkdir(exist_ok=True)
+        (tls_dir / "ca.crt").write_bytes(ca.cert)
+        (tls_dir / "tls.crt").write_bytes(pair.cert)
+        (tls_dir / "tls.key").write_bytes(pair.key)
+        (tls_dir / "tls.key").chmod(0o644)  # the container's uid 10001 reads it; a test-only key
+        self.ca_file = str(tls_dir / "ca.crt")
+        self.verify = client_context(self.ca_file)
 
     def start(self) -> None:
         docker("network", "create", "--label", "io.walletcluster.test=images", self.network)
@@ -164,19 +177,22 @@ class DockerCluster:
                 "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/data:uid=10001,gid=10001,mode=0700",
                 "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
                 "--env", f"WALLET_CLUSTER_SECRET={secret}",
+                "--volume", f"{self.tls_dir}:/etc/walletcluster/tls:ro",
+                "--env", "WALLET_TLS_CERT=/etc/walletcluster/tls/tls.crt",
+                "--env", "WALLET_TLS_KEY=/etc/walletcluster/tls/tls.key",
                 "--publish", "127.0.0.1::8700",
                 NODE, "--minter", public_hex(MINTER),
             )  # fmt: skip
             self.containers.append(name)
         for name in self.containers:
             port = docker("port", name, "8700/tcp").stdout.split()[0].rsplit(":", 1)[1]
-            self.urls.append(f"http://127.0.0.1:{port}")
+            self.urls.append(f"https://127.0.0.1:{port}")
 
     def statuses(self) -> list[dict[str, Any] | None]:
         found: list[dict[str, Any] | None] = []
         for url in self.urls:
             try:
-                r = httpx.get(url + "/v1/status", timeout=3)
+                r = httpx.get(url + "/v1/status", timeout=3, verify=self.verify)
                 found.append(r.json() if r.status_code == 200 else None)
             except (httpx.HTTPError, ValueError):
                 found.append(None)
@@ -207,8 +223,8 @@ class DockerCluster:
 
 
 @pytest.fixture
-def docker_cluster(built: dict[str, str]) -> Iterator[DockerCluster]:
-    cluster = DockerCluster()
+def docker_cluster(built: dict[str, str], tmp_path: Path) -> Iterator[DockerCluster]:
+    cluster = DockerCluster(tmp_path / "tls")
     try:
         cluster.start()
         yield cluster
@@ -230,7 +246,13 @@ def test_three_containers_form_a_cluster_that_agrees(docker_cluster: DockerClust
     # walletctl from the host, as a user would.
     home = str(tmp_path / "keys")
     Keystore(home).create("minter", "", seed=bytes(MINTER))
-    env = {**os.environ, "WALLET_URL": ",".join(cluster.urls), "WALLET_HOME": home, "WALLET_PASSWORD": ""}
+    env = {
+        **os.environ,
+        "WALLET_URL": ",".join(cluster.urls),
+        "WALLET_CA": cluster.ca_file,
+        "WALLET_HOME": home,
+        "WALLET_PASSWORD": "",
+    }
     for name in ("alice", "bob"):
         made = walletctl(env, "keys", "new", name)
         assert made.returncode == 0, made.stderr
@@ -248,11 +270,11 @@ def test_three_containers_form_a_cluster_that_agrees(docker_cluster: DockerClust
     alice, bob = keys.public("alice"), keys.public("bob")
     carol = SigningKey(bytes([9]) * 32)
     for url in cluster.urls:
-        with WalletClient([url]) as client:
+        with WalletClient([url], ca=cluster.ca_file) as client:
             assert client.balances(bob) == {"GEM": 2550}
             assert client.mint(MINTER, public_hex(carol), "GEM", 1000) == "ok"
             assert client.transfer(carol, alice, "GEM", 100) == "ok"
-    with WalletClient(cluster.urls) as client:
+    with WalletClient(cluster.urls, ca=cluster.ca_file) as client:
         assert client.balances(alice) == {"GEM": 10000 - 2550 + 300}
         assert client.balances(public_hex(carol)) == {"GEM": 2700}
 

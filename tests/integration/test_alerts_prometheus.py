@@ -25,10 +25,10 @@ pytestmark = pytest.mark.timeout(240, func_only=True)
 @pytest.fixture
 def prometheus(cluster: LocalCluster, tmp_path: Path) -> Iterator[Prometheus]:
     targets = {
-        url.removeprefix("http://"): {"namespace": "local", "walletcluster": "test", "pod": f"test-{i}"}
+        url.partition("://")[2]: {"namespace": "local", "walletcluster": "test", "pod": f"test-{i}"}
         for i, url in enumerate(cluster.urls)
     }
-    server = Prometheus(tmp_path, targets, rules_with_short_for(tmp_path / "alerts.yaml", "3s"))
+    server = Prometheus(tmp_path, targets, rules_with_short_for(tmp_path / "alerts.yaml", "3s"), cluster.ca_file)
     try:
         wait_for(server.ready, timeout=60, what="Prometheus to start")
         yield server

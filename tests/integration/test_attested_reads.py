@@ -24,7 +24,7 @@ def test_the_client_rejects_a_lying_replica_and_names_it(make_cluster: ClusterFa
     rng = random.Random(2026)
     holders = [SigningKey.generate() for _ in range(12)]
     amounts = {public_hex(h): rng.randint(1, 10**6) for h in holders}
-    with WalletClient(cluster.urls) as client:
+    with WalletClient(cluster.urls, **cluster.trust) as client:
         assert client.create_currency(MINTER, "USD", 2) == "ok"
         for account, amount in amounts.items():
             assert client.mint(MINTER, account, "USD", amount) == "ok"

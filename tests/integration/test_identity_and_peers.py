@@ -77,10 +77,10 @@ def test_a_peer_without_the_cluster_secret_is_refused(make_cluster: ClusterFacto
     cluster.start(2, command)
     cluster.wait_ready([0, 1], timeout=60)
     time.sleep(2)  # several heartbeats and reconnect attempts
-    honest = httpx.get(cluster.urls[0] + "/v1/status").json()
+    honest = httpx.get(cluster.urls[0] + "/v1/status", verify=cluster.verify).json()
     member2 = next(m for m in honest["members"] if m["id"] == 2)
     assert member2["connected"] is False
-    outsider = httpx.get(cluster.urls[2] + "/v1/status").json()
+    outsider = httpx.get(cluster.urls[2] + "/v1/status", verify=cluster.verify).json()
     assert outsider["leader"] is None and outsider["audit_index"] == 0
     assert honest["audit_index"] >= 1
 
@@ -130,4 +130,4 @@ def test_a_pickle_sent_to_the_raft_port_is_never_unpickled(cluster: LocalCluster
                 s.recv(1024)
     time.sleep(0.5)
     assert not os.path.exists(marker), "the node unpickled data from an unauthenticated peer"
-    assert httpx.get(cluster.urls[0] + "/readyz").status_code == 200
+    assert httpx.get(cluster.urls[0] + "/readyz", verify=cluster.verify).status_code == 200

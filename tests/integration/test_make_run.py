@@ -13,7 +13,10 @@ import sys
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
+
+from walletnode.tls import client_context
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -59,8 +62,27 @@ def dev_cluster(tmp_path: pathlib.Path) -> Iterator[tuple[pathlib.Path, dict[str
 
 def test_dev_cluster_writes_the_env_the_readme_promises(dev_cluster: tuple[pathlib.Path, dict[str, str]]) -> None:
     _, env = dev_cluster
-    assert env["WALLET_URL"] == "http://127.0.0.1:8701,http://127.0.0.1:8702,http://127.0.0.1:8703"
+    assert env["WALLET_URL"] == "https://127.0.0.1:8701,https://127.0.0.1:8702,https://127.0.0.1:8703"
     assert env["WALLET_HOME"] == ".run/keys"
+    assert env["WALLET_CA"] == ".run/tls/ca.crt"
+
+
+def test_dev_cluster_serves_only_https_verified_by_its_ca(dev_cluster: tuple[pathlib.Path, dict[str, str]]) -> None:
+    cwd, env = dev_cluster
+    status = httpx.get("https://127.0.0.1:8701/v1/status", verify=client_context(str(cwd / env["WALLET_CA"])))
+    assert status.status_code == 200
+    with pytest.raises(httpx.HTTPError):
+        httpx.get("http://127.0.0.1:8701/v1/status", timeout=5)
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get("https://127.0.0.1:8701/v1/status", verify=client_context(None), timeout=5)
+    plain = subprocess.run(
+        [".venv/bin/walletctl", "--url", "http://127.0.0.1:8701", "status"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert plain.returncode == 2 and "--insecure" in plain.stderr, plain.stderr
 
 
 def test_every_readme_example_works(dev_cluster: tuple[pathlib.Path, dict[str, str]]) -> None:
@@ -80,7 +102,11 @@ def test_every_readme_example_works(dev_cluster: tuple[pathlib.Path, dict[str, s
     assert "750.00" in done.stdout, "alice keeps 750.00 after sending 250.00"
 
     python = subprocess.run(
-        [sys.executable, "-c", readme_block("walletctl", "python")], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", readme_block("walletctl", "python")],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert python.returncode == 0, python.stderr
     assert python.stdout.splitlines()[0] == "insufficient_funds", python.stdout

@@ -31,13 +31,15 @@ from .conftest import funded, wait_for
 
 def test_node_metrics_pass_promtool_and_explain_the_work(cluster: LocalCluster) -> None:
     alice, bob = SigningKey.generate(), SigningKey.generate()
-    with WalletClient(cluster.urls) as client:
+    with WalletClient(cluster.urls, **cluster.trust) as client:
         funded(client, [alice], 1000)
         assert client.transfer(alice, public_hex(bob), "USD", 5000) == "insufficient_funds"
         forged = msgspec.structs.replace(client.signed_transfer(alice, public_hex(bob), "USD", 1), signature="00" * 64)
         assert client.submit([forged]) == ["invalid_signature"]
     leader = wait_for(cluster.leader, what="a leader")
-    scrapes = {i: httpx.get(url + "/metrics", timeout=5).text for i, url in enumerate(cluster.urls)}
+    scrapes = {
+        i: httpx.get(url + "/metrics", timeout=5, verify=cluster.verify).text for i, url in enumerate(cluster.urls)
+    }
     for i, text in scrapes.items():
         assert "walletnode_raft_term" in text
         checked = promtool("check", "metrics", stdin=text)
@@ -88,7 +90,7 @@ def operator_scrape() -> str:
 
 
 def test_every_dashboard_and_alert_query_reads_metrics_that_are_exported(shared_cluster: LocalCluster) -> None:
-    node = httpx.get(shared_cluster.urls[0] + "/metrics", timeout=5).text
+    node = httpx.get(shared_cluster.urls[0] + "/metrics", timeout=5, verify=shared_cluster.verify).text
     operator = operator_scrape()
     checked = promtool("check", "metrics", stdin=operator)
     assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")

@@ -28,36 +28,36 @@ def assert_prompt_unavailable(*answers: Answer) -> None:
         assert answer.seconds < PROMPT_S, answer
 
 
-def assert_never_judged(url: str, command_id: str) -> None:
-    with httpx.Client(timeout=30) as http:
-        r = http.get(f"{url}/v1/transfers/{command_id}")
+def assert_never_judged(cluster: LocalCluster, i: int, command_id: str) -> None:
+    with httpx.Client(timeout=30, verify=cluster.verify) as http:
+        r = http.get(f"{cluster.urls[i]}/v1/transfers/{command_id}")
     assert r.status_code == 404, r.text
 
 
 def test_lone_node_answers_unavailable_promptly(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(start=False)
     cluster.start(0)
-    wait_healthy(cluster.urls[0])
-    write, read, command_id = write_and_read(cluster.urls[0])
+    wait_healthy(cluster, 0)
+    write, read, command_id = write_and_read(cluster, 0)
     assert_prompt_unavailable(write, read)
     cluster.start(1)
     cluster.start(2)
     cluster.wait_ready(timeout=60)
-    assert_never_judged(cluster.urls[0], command_id)
+    assert_never_judged(cluster, 0, command_id)
 
 
 def test_survivor_of_two_sigkills_answers_unavailable_promptly(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster()
     cluster.kill(1)
     cluster.kill(2)
-    first = write_and_read(cluster.urls[0])  # at once: the survivor has just lost its peers
-    again = write_and_read(cluster.urls[0])  # and once it has known it for a while
+    first = write_and_read(cluster, 0)  # at once: the survivor has just lost its peers
+    again = write_and_read(cluster, 0)  # and once it has known it for a while
     assert_prompt_unavailable(*first[:2], *again[:2])
     cluster.start(1)
     cluster.start(2)
     cluster.wait_ready(timeout=60)
     for _, _, command_id in (first, again):
-        assert_never_judged(cluster.urls[0], command_id)
+        assert_never_judged(cluster, 0, command_id)
 
 
 def assert_no_unhandled_errors(cluster: LocalCluster) -> None:
@@ -72,7 +72,7 @@ def test_outcome_unknown_when_followers_freeze_and_no_unhandled_exception_after(
     for i in followers:  # frozen, not dead: their connections stay open, so the leader appends
         cluster.send_signal(i, signal.SIGSTOP)
     try:
-        write, _, command_id = write_and_read(cluster.urls[leader])
+        write, _, command_id = write_and_read(cluster, leader)
     finally:
         for i in followers:
             cluster.send_signal(i, signal.SIGCONT)

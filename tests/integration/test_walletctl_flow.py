@@ -18,7 +18,7 @@ from .conftest import MINTER
 def test_usd_mint_and_send_seen_by_every_node(cluster: LocalCluster, tmp_path: os.PathLike[str]) -> None:
     home = os.path.join(tmp_path, "keys")
     Keystore(home).create("minter", "", seed=bytes(MINTER))
-    env = {**os.environ, "WALLET_URL": ",".join(cluster.urls), "WALLET_HOME": home, "WALLET_PASSWORD": ""}
+    env = {**os.environ, **cluster.client_env(), "WALLET_HOME": home, "WALLET_PASSWORD": ""}
     for name in ("alice", "bob"):
         assert walletctl(env, "keys", "new", name).returncode == 0
     for step in (
@@ -34,7 +34,7 @@ def test_usd_mint_and_send_seen_by_every_node(cluster: LocalCluster, tmp_path: o
 
     # A linearizable read through any single node sees the transfer at once.
     for url in cluster.urls:
-        with WalletClient([url]) as one:
+        with WalletClient([url], **cluster.trust) as one:
             assert one.balances(alice) == {"USD": 75000}
             assert one.balances(bob) == {"USD": 25000}
 
@@ -55,7 +55,7 @@ def test_rejections_have_their_own_exit_code(cluster: LocalCluster, tmp_path: os
     home = os.path.join(tmp_path, "keys")
     Keystore(home).create("minter", "", seed=bytes(MINTER))
     Keystore(home).create("mallory", "", seed=bytes(SigningKey.generate()))
-    env = {**os.environ, "WALLET_URL": ",".join(cluster.urls), "WALLET_HOME": home, "WALLET_PASSWORD": ""}
+    env = {**os.environ, **cluster.client_env(), "WALLET_HOME": home, "WALLET_PASSWORD": ""}
     created = walletctl(env, "-o", "json", "currency", "create", "USD", "--scale", "2")
     assert created.returncode == 0
     refused = walletctl(env, "currency", "create", "EUR", "--scale", "2", "--as", "mallory")
@@ -74,6 +74,6 @@ def test_rejections_have_their_own_exit_code(cluster: LocalCluster, tmp_path: os
     assert unknown.returncode == 3 and "not_found" in unknown.stderr
     usage = walletctl(env, "send", "minter", "1.001", "USD", "--as", "mallory")
     assert usage.returncode == 2 and "decimal places" in usage.stderr
-    env["WALLET_URL"] = "http://127.0.0.1:9"
+    env["WALLET_URL"] = "https://127.0.0.1:9"
     down = walletctl(env, "status")
     assert down.returncode == 4

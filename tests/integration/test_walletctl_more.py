@@ -19,7 +19,7 @@ from .conftest import MINTER
 def setup_env(cluster: LocalCluster, tmp_path: pathlib.Path) -> dict[str, str]:
     home = str(tmp_path / "keys")
     Keystore(home).create("minter", "", seed=bytes(MINTER))
-    env = {**os.environ, "WALLET_URL": ",".join(cluster.urls), "WALLET_HOME": home, "WALLET_PASSWORD": ""}
+    env = {**os.environ, **cluster.client_env(), "WALLET_HOME": home, "WALLET_PASSWORD": ""}
     for name in ("alice", "albert", "bob"):
         assert walletctl(env, "keys", "new", name).returncode == 0
     assert walletctl(env, "currency", "create", "USD", "--scale", "2").returncode == 0
@@ -61,7 +61,7 @@ def test_event_stream_follows_a_dying_node_without_gaps(cluster: LocalCluster, t
     done = threading.Event()
 
     def follow() -> None:
-        with WalletClient(cluster.urls) as client:
+        with WalletClient(cluster.urls, **cluster.trust) as client:
             for event in client.events(0, stop_at=12):
                 seen.append(event["index"])
         done.set()
@@ -83,7 +83,7 @@ def test_event_stream_follows_a_dying_node_without_gaps(cluster: LocalCluster, t
     table = shown.stdout
     assert "down" in table and table.count(" 1/2 ") == 2, table
     assert "…" not in table and max(len(line) for line in table.splitlines()) <= 80, table
-    assert cluster.urls[0].removeprefix("http://") in table and "ConnectError" in shown.stderr, shown.stderr
+    assert cluster.urls[0].removeprefix("https://") in table and "ConnectError" in shown.stderr, shown.stderr
 
 
 def test_shell_completion_and_bench(cluster: LocalCluster, tmp_path: pathlib.Path) -> None:

@@ -220,6 +220,7 @@ NAMESPACED = (
             ("", "serviceaccounts"),
             ("policy", "poddisruptionbudgets"),
             ("networking.k8s.io", "networkpolicies"),
+            ("cert-manager.io", "certificates"),  # with spec.tls.issuerRef
         )
         for verb in ("create", "patch")
     }

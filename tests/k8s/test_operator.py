@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,12 +18,19 @@ from typing import Any
 
 import httpx
 import kubernetes
+import msgspec
 import pytest
 import yaml
 from nacl.signing import SigningKey
 
-from walletnode.client import WalletClient
+from walletnode import pki
+from walletnode.admin_auth import authorization
+from walletnode.client import AttestationError, WalletClient
 from walletnode.ledger.signing import public_hex
+from walletnode.tls import client_context
+from walletoperator.builders import raft_address
+from walletoperator.credentials import server_names
+from walletoperator.spec import ClusterRef
 
 from ..metrics import DASHBOARD, dashboard_queries, exported_names, metric_names, promtool, samples, total
 from .kube import Kubectl, KubectlError, wait_until
@@ -34,6 +42,10 @@ REPO = Path(__file__).resolve().parents[2]
 MINTER = SigningKey(bytes([7]) * 32)
 OWNED = [
     "secret/wallet-secret",
+    "secret/wallet-admin",
+    "secret/wallet-ca",
+    "secret/wallet-tls",
+    "configmap/wallet-ca",
     "configmap/wallet-config",
     "serviceaccount/wallet",
     "service/wallet-peers",
@@ -93,6 +105,19 @@ def test_invalid_walletclusters_are_rejected_with_clear_messages(crd: None, kube
     assert changed.returncode != 0 and "cannot be changed after creation" in changed.stderr
     stored = kubectl.json("get", "wc", "wallet", "-n", namespace)["spec"]
     assert stored["replicas"] == 3 and stored["storage"]["reclaimPolicy"] == "Retain", "defaults applied"
+    assert stored["tls"] == {"certificateDays": 90, "renewBeforeDays": 7}, "TLS defaults applied"
+    assert "renewBeforeDays must be less than" in rejected(
+        kubectl, namespace, cluster("other", tls={"certificateDays": 7, "renewBeforeDays": 7})
+    )
+    assert "Unsupported value" in rejected(
+        kubectl, namespace, cluster("other", tls={"issuerRef": {"name": "corp", "kind": "Vault"}})
+    )
+    assert "name: Required value" in rejected(
+        kubectl, namespace, cluster("other", tls={"issuerRef": {"kind": "Issuer"}})
+    )
+    assert "should be greater than or equal to 1" in rejected(
+        kubectl, namespace, cluster("other", tls={"certificateDays": 0})
+    )
 
 
 class Operator:
@@ -171,7 +196,47 @@ def running_with(kubectl: Kubectl, namespace: str, members: int) -> dict[str, An
 
 def pod_urls(kubectl: Kubectl, namespace: str) -> list[str]:
     pods = kubectl.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=wallet")["items"]
-    return [f"http://{p['status']['podIP']}:8700" for p in pods if p["status"].get("podIP")]
+    return [f"https://{p['status']['podIP']}:8700" for p in pods if p["status"].get("podIP")]
+
+
+def pod_ips(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    pods = kubectl.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=wallet")["items"]
+    return {p["metadata"]["name"]: p["status"]["podIP"] for p in pods if p["status"].get("podIP")}
+
+
+def trust(kubectl: Kubectl, namespace: str, directory: Path) -> dict[str, Any]:
+    """WalletClient's keywords for the members reached by IP from here: the CA the operator
+    published (the ConfigMap named in status.tls) and the name the certificates carry."""
+    published = status(kubectl, namespace)["tls"]["caConfigMap"]
+    ca = directory / "wallet-ca.crt"
+    ca.write_text(kubectl.get("configmap", published, namespace)["data"]["ca.crt"])  # type: ignore[index]
+    return {"ca": str(ca), "tls_server_name": f"wallet.{namespace}.svc"}
+
+
+def secret_data(kubectl: Kubectl, namespace: str, name: str) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in kubectl.get("secret", name, namespace)["data"].items()}  # type: ignore[index]
+
+
+def admin_request(
+    kubectl: Kubectl, namespace: str, directory: Path, pod: str, method: str, path: str, payload: Any
+) -> tuple[str, bytes, dict[str, str]]:
+    """An admin request for `pod` signed with the admin key read from its Secret, as an administrator
+    with access to that Secret (or the operator) signs it: (URL, body, headers), to send and resend."""
+    seed = secret_data(kubectl, namespace, "wallet-admin")["ed25519-seed"].decode()
+    content = json.dumps(payload).encode()
+    signed = authorization(SigningKey(bytes.fromhex(seed)), f"{namespace}/wallet", pod, method, path, content)
+    url = f"https://{pod_ips(kubectl, namespace)[pod]}:8701{path}"
+    return url, content, {"Authorization": signed, "Content-Type": "application/json"}
+
+
+def send_admin(
+    kubectl: Kubectl, namespace: str, directory: Path, pod: str, request: tuple[str, bytes, dict[str, str]]
+) -> httpx.Response:
+    url, content, headers = request
+    verify = client_context(trust(kubectl, namespace, directory)["ca"])
+    sni = {"sni_hostname": f"{pod}.wallet-peers.{namespace}.svc"}
+    with httpx.Client(verify=verify, timeout=15) as http:
+        return http.post(url, content=content, headers=headers, extensions=sni)
 
 
 def weaken_pdb(kubectl: Kubectl, namespace: str, name: str = "wallet") -> None:
@@ -182,27 +247,23 @@ def reasons(kubectl: Kubectl, namespace: str) -> set[str]:
     return {e["reason"] for e in kubectl.json("get", "events", "-n", namespace)["items"]}
 
 
-def hand_leadership_to(kubectl: Kubectl, namespace: str, pod: str) -> None:
-    """Make `pod` the leader through the leader's admin API, as an administrator can."""
-    secret = base64.b64decode(kubectl.get("secret", "wallet-secret", namespace)["data"]["secret"]).decode()  # type: ignore[index]
+def hand_leadership_to(kubectl: Kubectl, namespace: str, pod: str, directory: Path) -> None:
+    """Make `pod` the leader through the leader's admin API, as an administrator can (signing with
+    the admin key from its Secret)."""
 
     def led_by_pod() -> bool | None:
-        urls = {
-            p["metadata"]["name"]: p["status"].get("podIP")
-            for p in kubectl.json("get", "pods", "-n", namespace)["items"]
-        }
         try:
-            status = httpx.get(f"http://{urls[pod]}:8700/v1/status", timeout=5).json()
+            with WalletClient(pod_urls(kubectl, namespace), **trust(kubectl, namespace, directory)) as client:
+                status = client.status_of(f"https://{pod_ips(kubectl, namespace)[pod]}:8700")
             if status["leader"] == pod:
                 return True
             address = next(m["raft_address"] for m in status["members"] if m["name"] == pod)
-            httpx.post(
-                f"http://{urls[status['leader']]}:8700/v1/leadership",
-                json={"address": address},
-                headers={"Authorization": f"Bearer {secret}"},
-                timeout=15,
+            leader = status["leader"]
+            request = admin_request(
+                kubectl, namespace, directory, leader, "POST", "/v1/leadership", {"address": address}
             )
-        except (httpx.HTTPError, KeyError, StopIteration, ValueError):
+            send_admin(kubectl, namespace, directory, leader, request)
+        except (httpx.HTTPError, KeyError, StopIteration, ValueError, TypeError):
             pass
         return None
 
@@ -254,7 +315,9 @@ def test_describe_and_the_operator_metrics_say_what_is_wrong(
     assert wanted and wanted <= exported_names(text), wanted - exported_names(text)
 
 
-def test_walletcluster_lifecycle(node_image: str, operator: Operator, kubectl: Kubectl, namespace: str) -> None:
+def test_walletcluster_lifecycle(
+    node_image: str, operator: Operator, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
     applied = time.monotonic()
     kubectl.apply(readme_example(), namespace)
     wait_until(
@@ -271,9 +334,9 @@ def test_walletcluster_lifecycle(node_image: str, operator: Operator, kubectl: K
     assert {c["type"]: c["status"] for c in first["conditions"]}["Available"] == "True"
     table = kubectl.run("get", "wc", "-n", namespace).stdout
     assert table.split()[:7] == ["NAME", "REPLICAS", "READY", "LEADER", "TERM", "PHASE", "AGE"]
-    assert {"Created", "SecretCreated"} <= reasons(kubectl, namespace)
+    assert {"Created", "SecretCreated", "CredentialsIssued"} <= reasons(kubectl, namespace)
 
-    with WalletClient(pod_urls(kubectl, namespace)) as client:
+    with WalletClient(pod_urls(kubectl, namespace), **trust(kubectl, namespace, tmp_path)) as client:
         assert client.create_currency(MINTER, "USD", 2) == "ok"
         holder = SigningKey.generate()
         assert client.mint(MINTER, public_hex(holder), "USD", 5000) == "ok"
@@ -291,7 +354,7 @@ def test_walletcluster_lifecycle(node_image: str, operator: Operator, kubectl: K
         lambda: not kubectl.get("pvc", "data-wallet-4", namespace) or None,
         timeout=120,
     )
-    with WalletClient(pod_urls(kubectl, namespace)) as client:
+    with WalletClient(pod_urls(kubectl, namespace), **trust(kubectl, namespace, tmp_path)) as client:
         assert client.balances(public_hex(holder)) == {"USD": 5000}, "data survives scaling"
 
     patch_spec(kubectl, namespace, {"paused": True})
@@ -337,15 +400,16 @@ def test_a_cluster_that_cannot_come_up_says_why(
 
 
 def test_scaling_and_a_rolling_upgrade_under_load_lose_nothing(
-    next_node_image: str, operator: Operator, kubectl: Kubectl, namespace: str
+    next_node_image: str, operator: Operator, kubectl: Kubectl, namespace: str, tmp_path: Path
 ) -> None:
     """Scale 3 -> 5, roll every pod (new image and Raft timing), scale 5 -> 3, while a client writes; the
     operator is SIGKILLed and restarted in the middle of the scale-up and of the roll."""
     kubectl.apply(cluster(imagePullPolicy="Never"), namespace)
     wait_until("a running 3-member cluster", lambda: running_with(kubectl, namespace, 3), timeout=180)
-    service = f"http://{kubectl.get('service', 'wallet', namespace)['spec']['clusterIP']}:8700"  # type: ignore[index]
+    service = f"https://{kubectl.get('service', 'wallet', namespace)['spec']['clusterIP']}:8700"  # type: ignore[index]
+    tls = trust(kubectl, namespace, tmp_path)
     sender, receiver = SigningKey.generate(), public_hex(SigningKey.generate())
-    with WalletClient([service]) as client:
+    with WalletClient([service], **tls) as client:
         assert client.create_currency(MINTER, "USD", 2) == "ok"
         assert client.mint(MINTER, public_hex(sender), "USD", 10**9) == "ok"
 
@@ -355,7 +419,7 @@ def test_scaling_and_a_rolling_upgrade_under_load_lose_nothing(
 
     def writer() -> None:
         try:
-            with WalletClient([service], deadline_s=60, timeout_s=5) as c:
+            with WalletClient([service], deadline_s=60, timeout_s=5, **tls) as c:
                 while not stop.is_set():
                     transfer = c.signed_transfer(sender, receiver, "USD", 1)
                     assert c.submit([transfer])[0] in ("ok", "exists")
@@ -393,7 +457,7 @@ def test_scaling_and_a_rolling_upgrade_under_load_lose_nothing(
         operator.start()
         wait_until("every pod to be replaced", rolled, timeout=420)
         # The first member to leave leads: the operator must hand leadership on before removing it.
-        hand_leadership_to(kubectl, namespace, "wallet-4")
+        hand_leadership_to(kubectl, namespace, "wallet-4", tmp_path)
         kubectl.run("scale", "wc", "wallet", "-n", namespace, "--replicas", "3")
         wait_until("three members again", lambda: running_with(kubectl, namespace, 3), timeout=240)
     finally:
@@ -411,7 +475,7 @@ def test_scaling_and_a_rolling_upgrade_under_load_lose_nothing(
     times = [t for t, _ in acknowledged]
     longest_gap = max(b - a for a, b in zip(times, times[1:], strict=False))
     print(f"{len(acknowledged)} transfers acknowledged; longest gap between acknowledged writes {longest_gap:.2f}s")
-    with WalletClient([service]) as client:
+    with WalletClient([service], **tls) as client:
         assert client.balances(receiver) == {"USD": len({i for _, i in acknowledged})}, "each exactly once"
         for _, command_id in acknowledged[:: max(1, len(acknowledged) // 200)]:
             assert client.command(command_id)["command"]["id"] == command_id
@@ -525,3 +589,204 @@ def test_the_operator_carries_on_when_its_api_connections_go_silent(
             delete_cluster(kubectl, namespace, "--all", check=False)
             operator.stop()
             print(operator.log.read_text()[-3000:])
+
+
+INTRUDER = """
+import json, sys, httpx
+from nacl.signing import SigningKey
+from walletnode.admin_auth import authorization
+ips, victim, ns = json.loads(sys.argv[1])
+forged = authorization(SigningKey.generate(), ns + "/wallet", "wallet-0", "POST", "/v1/leadership", b"{}")
+codes = []
+with httpx.Client(verify=False, timeout=10) as http:
+    for ip in ips:
+        for port in (8700, 8701):
+            for auth in ({}, {"Authorization": "Bearer " + "0" * 64}, {"Authorization": forged}):
+                base = f"https://{ip}:{port}"
+                for method, path, body in (
+                    ("POST", "/v1/members", {"address": "intruder.example:7700", "member": 9}),
+                    ("DELETE", "/v1/members/" + victim, None),
+                    ("POST", "/v1/leadership", {}),
+                ):
+                    r = http.request(method, base + path, json=body, headers=auth)
+                    codes.append(r.status_code)
+print(json.dumps(codes))
+"""
+
+
+def run_in_pod(kubectl: Kubectl, namespace: str, image: str, name: str, script: str, *args: str) -> str:
+    """A pod of `image` in the namespace (no Secret mounted, no service account token) running
+    `python -c script args`; its output once it has succeeded."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [
+                {"name": "main", "image": image, "imagePullPolicy": "Never", "command": ["python", "-c", script, *args]}
+            ],
+        },
+    }
+    kubectl.apply(pod, namespace)
+
+    def finished() -> str | None:
+        phase = ((kubectl.get("pod", name, namespace) or {}).get("status") or {}).get("phase")
+        assert phase != "Failed", kubectl.run("logs", name, "-n", namespace, check=False).stdout
+        return phase if phase == "Succeeded" else None
+
+    wait_until(f"pod {name} to finish", finished, timeout=120)
+    return kubectl.run("logs", name, "-n", namespace).stdout
+
+
+def served_certificate(ip: str, port: int, server_name: str, ca_file: str) -> bytes:
+    """The certificate (DER) a member presents to a new handshake now, verified for `server_name`."""
+    with (
+        socket.create_connection((ip, port), timeout=5) as raw,
+        client_context(ca_file).wrap_socket(raw, server_hostname=server_name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_tls_rotation_and_only_the_operator_changes_membership(
+    node_image: str, operator: Operator, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    kubectl.apply(cluster(imagePullPolicy="Never"), namespace)
+    running = wait_until("a running 3-member cluster", lambda: running_with(kubectl, namespace, 3), timeout=180)
+    assert running["tls"]["caConfigMap"] == "wallet-ca" and running["tls"]["issuer"] == "operator"
+    tls = trust(kubectl, namespace, tmp_path)
+    ips = pod_ips(kubectl, namespace)
+    alice = SigningKey.generate()
+
+    # The members' identity keys are in the status, and the client pins them for attested reads.
+    keys = wait_until(
+        "three identity keys in the status",
+        lambda: (k := status(kubectl, namespace).get("nodeKeys")) and len(k) == 3 and k,
+    )
+    with WalletClient(pod_urls(kubectl, namespace), node_keys=keys, **tls) as client:
+        assert client.create_currency(MINTER, "USD", 2) == "ok"
+        assert client.mint(MINTER, public_hex(alice), "USD", 10**9) == "ok"
+        assert client.attested_balances(public_hex(alice)).balances == {"USD": 10**9}
+    wrong = {name: SigningKey.generate().verify_key.encode().hex() for name in keys}
+    with (
+        WalletClient(pod_urls(kubectl, namespace), node_keys=wrong, **tls) as client,
+        pytest.raises(AttestationError),
+    ):
+        client.attested_balances(public_hex(alice), attempts=2)
+
+    # Plain HTTP and a stranger's CA are refused.
+    some_ip = next(iter(ips.values()))
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://{some_ip}:8700/v1/status", timeout=5)
+    stranger = tmp_path / "stranger.crt"
+    stranger.write_bytes(pki.make_ca("stranger").cert)
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(f"https://{some_ip}:8700/v1/status", verify=client_context(str(stranger)), timeout=5)
+
+    # A pod in the namespace without the operator's credential can neither add nor remove a member
+    # nor move leadership, whatever it sends to whichever port.
+    before = status(kubectl, namespace)
+    victim = raft_address(ClusterRef("wallet", namespace, ""), 1)
+    codes = json.loads(
+        run_in_pod(
+            kubectl, namespace, node_image, "intruder", INTRUDER, json.dumps([list(ips.values()), victim, namespace])
+        )
+    )
+    assert len(codes) == 3 * 2 * 3 * 3 and set(codes) <= {401, 404}, codes
+    time.sleep(5)
+    after = status(kubectl, namespace)
+    assert (after["leader"], after["members"], after["term"]) == (before["leader"], before["members"], before["term"])
+
+    # A captured admin request, replayed, is refused.
+    leader = after["leader"]
+    captured = admin_request(kubectl, namespace, tmp_path, leader, "POST", "/v1/leadership", {})
+    assert send_admin(kubectl, namespace, tmp_path, leader, captured).status_code == 200
+    wait_until("leadership to move", lambda: status(kubectl, namespace).get("leader") not in (None, leader), timeout=60)
+    replayed = send_admin(kubectl, namespace, tmp_path, leader, captured)
+    assert replayed.status_code == 401 and "replayed" in replayed.json()["message"]
+
+    # Rotation under write load: a certificate about to expire is replaced by the operator and the
+    # members load the new one while clients write, each request on a new handshake.
+    ca = secret_data(kubectl, namespace, "wallet-ca")
+    dying = pki.issue(
+        pki.KeyPair(ca["tls.crt"], ca["tls.key"]), server_names(ClusterRef("wallet", namespace, "")), days=1
+    )
+    original = secret_data(kubectl, namespace, "wallet-tls")
+    failures: list[str] = []
+    written: list[str] = []
+    stop = threading.Event()
+    with WalletClient(pod_urls(kubectl, namespace), **tls) as signer:
+        assert signer.cluster_id  # fetched now; signing needs nothing else from the cluster
+
+    def writer(ip: str) -> None:
+        verify = client_context(tls["ca"])
+        with httpx.Client(verify=verify, limits=httpx.Limits(max_keepalive_connections=0), timeout=30) as http:
+            while not stop.is_set():
+                command = msgspec.to_builtins(signer.signed_transfer(alice, public_hex(MINTER), "USD", 1))
+                command.pop("kind")
+                try:
+                    r = http.post(
+                        f"https://{ip}:8700/v1/transfers",
+                        json={"commands": [command]},
+                        extensions={"sni_hostname": tls["tls_server_name"]},
+                    )
+                    ok = r.status_code == 200 and r.json()["results"][0]["result"] == "ok"
+                    (written if ok else failures).append(f"{ip}: {r.status_code} {r.text[:200]}")
+                except httpx.HTTPError as exc:
+                    failures.append(f"{ip}: {exc.__class__.__name__}: {exc}")
+
+    threads = [threading.Thread(target=writer, args=(ip,)) for ip in ips.values()]
+    for t in threads:
+        t.start()
+    try:
+        pem = {"tls.crt": base64.b64encode(dying.cert).decode(), "tls.key": base64.b64encode(dying.key).decode()}
+        patch = json.dumps({"data": pem})
+        kubectl.run("patch", "secret", "wallet-tls", "-n", namespace, "--type", "merge", "-p", patch)
+
+        def renewed() -> bytes | None:
+            now = secret_data(kubectl, namespace, "wallet-tls")["tls.crt"]
+            return now if now not in (dying.cert, original["tls.crt"]) else None
+
+        fresh = ssl.PEM_cert_to_DER_cert(wait_until("the operator to renew", renewed, timeout=60).decode())
+        assert any(
+            "expires" in e["message"]
+            for e in kubectl.json("get", "events", "-n", namespace)["items"]
+            if e["reason"] == "CredentialsIssued"
+        )
+        wait_until(
+            "every member to serve the renewed certificate",
+            lambda: (
+                all(served_certificate(ip, 8700, tls["tls_server_name"], tls["ca"]) == fresh for ip in ips.values())
+                or None
+            ),
+            timeout=300,
+            interval=2,
+        )
+        count = len(written)
+        wait_until("writes after the rotation", lambda: len(written) > count + 30 or None, timeout=60)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert failures == [], failures[:5]
+    print(f"{len(written)} transfers written across the rotation, none failed")
+
+    # No secret or private key in the operator's log, Events, the status, `kubectl describe` or pod logs.
+    cluster_secret = secret_data(kubectl, namespace, "wallet-secret")["secret"]
+    admin_seed = secret_data(kubectl, namespace, "wallet-admin")["ed25519-seed"]
+    server_key = secret_data(kubectl, namespace, "wallet-tls")["tls.key"]
+    secrets_ = [cluster_secret, admin_seed, ca["tls.key"], server_key, original["tls.key"]]
+    needles = [s.decode() for s in secrets_] + [base64.b64encode(s).decode() for s in secrets_]
+    needles += [line for key in (ca["tls.key"], server_key) for line in key.decode().splitlines()[1:-1]]
+    texts = {
+        "operator log": operator.log.read_text(),
+        "describe": kubectl.run("describe", "wc", "wallet", "-n", namespace).stdout,
+        "events": json.dumps(kubectl.json("get", "events", "-n", namespace)),
+        "status": json.dumps(status(kubectl, namespace)),
+        **{f"log {pod}": kubectl.run("logs", pod, "-n", namespace).stdout for pod in ips},
+    }
+    leaks = [(where, needle[:12]) for where, text in texts.items() for needle in needles if needle and needle in text]
+    assert leaks == []

@@ -37,3 +37,18 @@ def test_a_seed_replays_exactly() -> None:
     assert [(op.kind, op.invoked, op.completed, op.result) for op in first.history.ops] == [
         (op.kind, op.invoked, op.completed, op.result) for op in again.history.ops
     ]
+
+
+#: Seeds outside the fixed budget that once found a real bug, replayed so it stays fixed.
+FOUND_BUGS = {
+    # A leader removed itself, lost leadership by check-quorum before handing over, and held
+    # the longest log: the one remaining voter could not win without it, and it would not run.
+    515634273: "removed leader could not campaign",
+    515638485: "removed leader could not campaign",
+}
+
+
+@pytest.mark.parametrize("seed", sorted(FOUND_BUGS))
+def test_a_seed_that_found_a_real_bug_passes(seed: int) -> None:
+    _, failure = run_seed(seed)
+    assert failure is None, f"{FOUND_BUGS[seed]}: {failure.error}\n  replay: {failure.replay(frozenset())}"

@@ -21,9 +21,11 @@ def test_the_reference_in_docs_is_generated_from_the_openapi_document() -> None:
 
 
 def test_every_route_of_the_server_is_in_the_document() -> None:
+    """Client and admin routes together: the document describes both ports."""
     routes = {
         (r.method.lower(), r.resource.canonical)
-        for r in app.create_app(None).router.routes()  # type: ignore[arg-type]
+        for make in (app.create_app, app.create_admin_app)
+        for r in make(None).router.routes()  # type: ignore[arg-type]
         if r.method != "HEAD" and r.resource is not None
     }
     documented = {(method, path) for path, ops in openapi.document()["paths"].items() for method in ops}

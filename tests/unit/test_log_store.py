@@ -404,6 +404,7 @@ def test_a_foreign_file_is_refused(tmp_path: Path, content: bytes) -> None:
 
 # -- a full disk ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs: writes on it fail with ENOSPC (or come up short) for real."""

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import os
+import socket
+import ssl
+import threading
+from pathlib import Path
+
 import pytest
 
-from walletoperator import builders
+from walletoperator import builders, credentials
 from walletoperator.metrics import PHASES, Phases
 from walletoperator.plan import Condition, Observed, PodView, RaftView, decide, status_conditions
 from walletoperator.spec import ClusterRef, Spec
@@ -17,14 +25,22 @@ def spec(**kw: object) -> Spec:
     return Spec.parse({"minters": [MINTER], **kw})
 
 
+NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
+CREDS, _ = credentials.settle(REF, spec(), None, None, None, NOW)
+
+
 def by_kind(manifests: list[dict]) -> dict[str, dict]:  # type: ignore[type-arg]
     return {f"{m['kind']}/{m['metadata']['name']}": m for m in manifests}
 
 
 def test_every_owned_object_is_built_and_owned() -> None:
-    objs = by_kind(builders.desired(REF, spec(), "s3cret", 3, 3))
+    objs = by_kind(builders.desired(REF, spec(), "s3cret", 3, 3, CREDS))
     assert set(objs) == {
         "Secret/wallet-secret",
+        "Secret/wallet-admin",
+        "Secret/wallet-ca",
+        "Secret/wallet-tls",
+        "ConfigMap/wallet-ca",
         "ConfigMap/wallet-config",
         "ServiceAccount/wallet",
         "Service/wallet-peers",
@@ -37,7 +53,7 @@ def test_every_owned_object_is_built_and_owned() -> None:
         (owner,) = obj["metadata"]["ownerReferences"]
         assert owner["uid"] == "uid-123" and owner["controller"] and owner["kind"] == "WalletCluster"
         assert obj["metadata"]["namespace"] == "prod"
-    assert builders.desired(REF, spec(), "s3cret", 3, 3) == builders.desired(REF, spec(), "s3cret", 3, 3)
+    assert builders.desired(REF, spec(), "s3cret", 3, 3, CREDS) == builders.desired(REF, spec(), "s3cret", 3, 3, CREDS)
 
 
 def test_statefulset_shape() -> None:
@@ -53,8 +69,10 @@ def test_statefulset_shape() -> None:
     (container,) = s["template"]["spec"]["containers"]
     args = container["args"]
     assert args[args.index("--replicas") + 1] == "3", "pods beyond the membership start as joiners"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTPS"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTPS"}
+    assert args[args.index("--tls-cert") + 1] == "/etc/walletcluster/tls/tls.crt"
+    assert args[args.index("--admin-http") + 1] == "0.0.0.0:8701"
     sc = container["securityContext"]
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
 
@@ -64,12 +82,67 @@ def test_pdb_preserves_the_quorum(replicas: int, quorum: int) -> None:
     assert builders.pod_disruption_budget(REF, spec(replicas=replicas))["spec"]["minAvailable"] == quorum
 
 
-def test_raft_port_only_from_peers() -> None:
+def test_raft_port_only_from_peers_and_admin_port_only_from_the_operator() -> None:
     rules = builders.network_policy(REF)["spec"]["ingress"]
     raft = next(r for r in rules if r["ports"][0]["port"] == 7700)
     assert raft["from"] == [{"podSelector": {"matchLabels": builders.selector(REF)}}]
+    admin = next(r for r in rules if r["ports"][0]["port"] == 8701)
+    (operator,) = admin["from"]
+    assert operator["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
     api = next(r for r in rules if r["ports"][0]["port"] == 8700)
     assert "from" not in api
+
+
+def test_credentials_keep_what_is_good_and_renew_what_is_due() -> None:
+    stored = by_kind(builders.desired(REF, spec(), "s3cret", 3, 3, CREDS))
+
+    def data(name: str) -> dict[str, bytes]:
+        import base64
+
+        return {k: base64.b64decode(v) for k, v in stored[f"Secret/{name}"]["data"].items()}
+
+    ca, tls, admin = data("wallet-ca"), data("wallet-tls"), data("wallet-admin")
+    again, issued = credentials.settle(REF, spec(), ca, tls, admin, NOW + datetime.timedelta(days=82))
+    assert issued == [] and again == CREDS, "nothing is reissued while the certificate is good"
+    renewed, issued = credentials.settle(REF, spec(), ca, tls, admin, NOW + datetime.timedelta(days=83, hours=1))
+    assert len(issued) == 1 and "expires" in issued[0]
+    assert renewed.ca == CREDS.ca and renewed.admin == CREDS.admin and renewed.server != CREDS.server
+    short, _ = credentials.settle(REF, spec(tls={"certificateDays": 30, "renewBeforeDays": 3}), ca, {}, admin, NOW)
+    assert short.not_after == NOW + datetime.timedelta(days=30)
+    assert not any(b"PRIVATE" in note.encode() for note in issued)
+
+
+def test_no_private_key_reaches_a_configmap_or_a_pod_spec() -> None:
+    objs = builders.desired(REF, spec(), "s3cret", 3, 3, CREDS)
+    admin_seed = bytes(CREDS.admin).hex()
+    assert CREDS.ca is not None and CREDS.server is not None
+    for obj in objs:
+        if obj["kind"] in ("Secret",):
+            continue
+        text = repr(obj)
+        assert "PRIVATE KEY" not in text and admin_seed not in text and "s3cret" not in text, obj["kind"]
+    config = by_kind(objs)["ConfigMap/wallet-config"]["data"]
+    assert config["admin-public-key"] == CREDS.admin_public
+    volumes = by_kind(objs)["StatefulSet/wallet"]["spec"]["template"]["spec"]["volumes"]
+    mounted = {v["secret"]["secretName"] for v in volumes if "secret" in v}
+    assert mounted == {"wallet-secret", "wallet-tls"}, "the CA key and the admin key are never mounted"
+
+
+def test_with_a_cert_manager_issuer_the_operator_asks_for_a_certificate_instead() -> None:
+    wanted = spec(tls={"issuerRef": {"name": "corp-ca"}})
+    creds, _ = credentials.settle(REF, wanted, None, None, None, NOW)
+    assert creds.ca is None and creds.ca_bundle is None
+    objs = by_kind(builders.desired(REF, wanted, "s3cret", 3, 3, creds))
+    assert "Secret/wallet-ca" not in objs and "Secret/wallet-tls" not in objs and "ConfigMap/wallet-ca" not in objs
+    cert = objs["Certificate/wallet"]["spec"]
+    assert cert["secretName"] == "wallet-tls" and cert["issuerRef"] == {
+        "name": "corp-ca",
+        "kind": "Issuer",
+        "group": "cert-manager.io",
+    }
+    assert (
+        "*.wallet-peers.prod.svc" in cert["dnsNames"] and cert["duration"] == "2160h" and cert["renewBefore"] == "168h"
+    )
 
 
 def test_config_hash_tracks_what_needs_a_restart() -> None:
@@ -180,3 +253,46 @@ def test_operator_counts_clusters_by_phase_and_forgets_deleted_ones() -> None:
     phases.set("a", "w1", "Degraded")
     now[0] = 100.0  # w2 and b/w1 not reconciled for over a minute: deleted
     assert counts() == {p: 1 if p == "Degraded" else 0 for p in PHASES}
+
+
+def handshake(host: str, directory: str) -> None:
+    """A real TLS handshake with the operator's server certificate over a socket pair, the client
+    trusting the published CA bundle and checking `host` (OpenSSL's name matching, wildcards too)."""
+    creds, _ = credentials.settle(REF, spec(), None, None, None, datetime.datetime.now(datetime.UTC))
+    assert creds.server is not None and creds.ca_bundle is not None
+    cert, key = os.path.join(directory, "c"), os.path.join(directory, "k")
+    with open(cert, "wb") as c, open(key, "wb") as k:
+        c.write(creds.server.cert)
+        k.write(creds.server.key)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    ours, theirs = socket.socketpair()
+
+    def serve() -> None:
+        with contextlib.suppress(ssl.SSLError, OSError):
+            server.wrap_socket(theirs, server_side=True).close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    with ssl.create_default_context(cadata=creds.ca_bundle.decode()).wrap_socket(ours, server_hostname=host):
+        pass
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "wallet.prod.svc",
+        "wallet",
+        "wallet-0.wallet-peers",  # the README's in-cluster URLs
+        "wallet-6.wallet-peers.prod",
+        "wallet-3.wallet-peers.prod.svc",
+        "wallet-4.wallet-peers.prod.svc.cluster.local",
+        "localhost",
+    ],
+)
+def test_the_server_certificate_verifies_for_every_name_a_client_uses(host: str, tmp_path: Path) -> None:
+    handshake(host, str(tmp_path))
+
+
+def test_a_name_the_certificate_does_not_carry_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        handshake("evil.example", str(tmp_path))

@@ -1,8 +1,9 @@
 """The GitHub workflows under .github/workflows/ cannot run here, so they are checked statically: against
 the GitHub workflow JSON schema (check-jsonschema's vendored copy, offline), for what they must do (a fast
-job: lint and unit tests; a kind job: `make e2e-kind`, which builds the images, loads every one of them
-into kind and runs tests/e2e), for pinned actions and least privilege, and every shell step with
-shellcheck. Also: every `make TARGET` that a workflow, the Makefile or the documentation names exists.
+job: lint and unit tests; a kind job: `make e2e-kind`, which creates a kind cluster, checks that it is
+Ready, builds the images, loads every one of them into kind and runs tests/e2e), for pinned actions and
+least privilege, and every shell step with shellcheck. Also: every `make TARGET` that a workflow, the
+Makefile or the documentation names exists.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ DOCS = [
 SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 # `make [options/VAR=value...] target...` in shell text; stops at the end of the command.
 MAKE_CALL = re.compile(r"(?:^|[\s;&|(`])(?:make|\$\(MAKE\)|\$\{MAKE\})[ \t]+([^\n;&|)`#]*)")
+# After a target's name: the colon of a rule, not of `VAR := x` nor of a target-specific variable
+# (`target: export VAR := x`).
+RULE = r"\s*:(?!=)(?!\s*(?:export\s+|override\s+)?[\w.-]+\s*(?:[:+?!]|::)?=)"
 EXPRESSION = re.compile(r"\$\{\{.*?\}\}", re.S)
 
 
@@ -89,7 +93,7 @@ def makefile_recipe(text: str, target: str) -> str:
     """The recipe lines of TARGET (continuation lines joined)."""
     lines = text.replace("\\\n", " ").splitlines()
     for i, line in enumerate(lines):
-        if re.match(rf"^{re.escape(target)}\s*:(?!=)", line):
+        if re.match(rf"^{re.escape(target)}{RULE}", line):
             recipe = []
             for body in lines[i + 1 :]:
                 if not body.startswith("\t"):
@@ -238,20 +242,27 @@ def test_make_e2e_kind_loads_every_image_into_kind_then_runs_tests_e2e() -> None
         assert hits, f"make e2e-kind does not {pattern!r}:\n{recipe}"
         return hits[0]
 
-    create = first(r"\bcreate cluster\b")
+    image = first(r"hack/kind/node-image")
+    create = first(r"\bhack/kind/up\b")
     assert re.search(r"get clusters", lines[create]), "the cluster is created only when absent"
+    assert re.search(r"\bcreate cluster\b", (ROOT / "hack" / "kind" / "up").read_text())
+    kubeconfig = first(r"\bget kubeconfig\b")
+    # kind exits 0 when its own wait for a Ready node times out: the target checks it.
+    ready = first(r"\bkubectl\b.*\bwait --for=condition=Ready node\b")
     build = first(r"(\$\(MAKE\)|\bmake) images\b")
     load = first(r"\bload docker-image\b")
-    kubeconfig = first(r"\bget kubeconfig\b")
     run = first(r"pytest tests/e2e\b")
-    assert create < build < load < kubeconfig < run
+    delete = first(r"\bhack/kind/down\b")
+    assert image < create < kubeconfig < ready < build < load < run < delete
+    # The offline node image only where the workflow names none (GitHub: kind's official image).
+    assert re.search(r"\$\(if \$\(KIND_NODE_IMAGE\),", lines[image])
     assert "WALLETCLUSTER_E2E_KUBECONFIG=" in lines[run]
     # Every image images/build makes (one per images/*/Dockerfile) goes into the cluster.
     built = {f"walletcluster/{d.parent.name}:dev" for d in (ROOT / "images").glob("*/Dockerfile")}
     assert built >= {"walletcluster/node:dev", "walletcluster/operator:dev"}
     loaded = set(re.findall(r"walletcluster/[\w-]+:[\w.-]+", lines[load]))
     assert loaded == built, f"kind load docker-image loads {sorted(loaded)}, images/build makes {sorted(built)}"
-    prerequisites = re.search(r"^e2e-kind\s*:(.*)$", text, re.M)
+    prerequisites = re.search(rf"^e2e-kind{RULE}(.*)$", text, re.M)
     assert prerequisites and "$(STAMP)" in prerequisites.group(1), "make e2e-kind must set up the virtualenv"
 
 
@@ -286,7 +297,7 @@ def test_make_targets_named_in_docs_exist(doc: Path) -> None:
 def test_parsers_on_known_input() -> None:
     makefile = (
         "A := 1\nB ?= x\n.PHONY: a b\n$(STAMP): p\n\ttouch $@\na: $(STAMP)\n\t$(MAKE) b\n"
-        "b c:\n\techo\n.PHONY: d\nd:\n\tmake -j2 X=1 a c\n"
+        "b c:\n\techo\n.PHONY: d\nd: export P := 1\nd:\n\tmake -j2 X=1 a c\n"
     )
     assert makefile_targets(makefile) == {"a", "b", "c", "d"}
     assert makefile_recipe(makefile, "d") == "make -j2 X=1 a c"

@@ -75,10 +75,15 @@ operator/walletoperator (handlers.py, kube.py, builders.py) make, nothing more.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# The cluster secret: read back (kept across reconciles) and server-side applied.
+# The cluster secret, the CA, the server certificate and the admin key: read back (kept across
+# reconciles; the certificate renewed when due) and server-side applied.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, create, patch]
+# With spec.tls.issuerRef: the cert-manager Certificate that issues the nodes' certificate.
+- apiGroups: [cert-manager.io]
+  resources: [certificates]
+  verbs: [create, patch]
 # Owned objects written with server-side apply (patch; create when they do not exist yet).
 - apiGroups: [""]
   resources: [configmaps, services, serviceaccounts]

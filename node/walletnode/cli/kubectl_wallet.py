@@ -31,6 +31,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -161,15 +162,40 @@ def refusing_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
+def trust_of(access: Access, cluster: dict[str, Any], directory: str) -> dict[str, str]:
+    """walletctl's environment to trust this cluster's members: WALLET_CA, the CA bundle the
+    operator published (ConfigMap named in status.tls.caConfigMap, written into `directory`), and
+    WALLET_NODE_KEYS, the members' identity keys from status.nodeKeys (pinned for attested reads)."""
+    status = cluster.get("status") or {}
+    config_map = (status.get("tls") or {}).get("caConfigMap")
+    if not config_map:
+        raise unreachable(f"WalletCluster {cluster['metadata']['name']!r} publishes no CA yet (status.tls.caConfigMap)")
+    done = subprocess.run(
+        access.command("get", "configmap", config_map, "-o", "jsonpath={.data.ca\\.crt}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0 or "BEGIN CERTIFICATE" not in done.stdout:
+        raise unreachable(f"cannot read the CA bundle from ConfigMap {config_map}: {done.stderr.strip()}")
+    ca_file = os.path.join(directory, "ca.crt")
+    with open(ca_file, "w") as f:
+        f.write(done.stdout)
+    keys = ",".join(f"{pod}={key}" for pod, key in sorted((status.get("nodeKeys") or {}).items()))
+    return {"WALLET_CA": ca_file, "WALLET_NODE_KEYS": keys}
+
+
 @contextmanager
-def open_cluster(access: Access, name: str) -> Iterator[list[str]]:
-    """Port-forwards to every member of WalletCluster ``name``; yields their URLs, in member order."""
+def open_cluster(access: Access, name: str) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """Port-forwards to every member of WalletCluster ``name``; yields their URLs, in member order,
+    and the environment that makes walletctl trust them (see ``trust_of``)."""
     cluster = find_cluster(access, name)
     pods = member_pods(cluster)
     if not pods:
         raise unreachable(f"WalletCluster {name!r} has no members yet (kubectl get wc {name})")
     with ExitStack() as stack:
         at = replace(access, namespace=cluster["metadata"]["namespace"])
+        trust = trust_of(at, cluster, stack.enter_context(tempfile.TemporaryDirectory()))
         forwards = [Forward(at, pod) for pod in pods]
         for forward in forwards:
             stack.callback(forward.stop)
@@ -182,8 +208,8 @@ def open_cluster(access: Access, name: str) -> Iterator[list[str]]:
                     f"[yellow]{forward.pod}: no port-forward:[/] {forward.problem}", highlight=False
                 )
                 port = stack.enter_context(refusing_port())
-            urls.append(f"http://127.0.0.1:{port}")
-        yield urls
+            urls.append(f"https://127.0.0.1:{port}")  # the certificates name 127.0.0.1 and localhost
+        yield urls, trust
 
 
 # kubectl's flags, accepted after the command as kubectl accepts them.
@@ -214,10 +240,12 @@ def wrapped(command: click.Command, local: bool) -> click.Command:
         if shutil.which("kubectl") is None:
             raise click.UsageError("kubectl is not on PATH: kubectl wallet runs it for the port-forwards")
         access = Access(*(kwargs.pop(k) for k in ("kubeconfig", "context", "namespace")))
-        with open_cluster(access, kwargs.pop("cluster")) as urls:
+        with open_cluster(access, kwargs.pop("cluster")) as (urls, trust):
             # walletctl's environment too: `shell` starts walletctl's group again for each line.
-            os.environ.update(WALLET_URL=",".join(urls), WALLET_HOME=home)
-            ctx.obj = walletctl.Context(",".join(urls), home, output)
+            os.environ.update(WALLET_URL=",".join(urls), WALLET_HOME=home, **trust)
+            ctx.obj = walletctl.Context(
+                ",".join(urls), home, output, ca=trust["WALLET_CA"], node_keys=trust["WALLET_NODE_KEYS"]
+            )
             return ctx.invoke(command.callback, **kwargs)  # type: ignore[arg-type]
 
     params = [*shared, *command.params]

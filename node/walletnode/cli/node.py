@@ -6,15 +6,19 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import click
 import httpx
 
+from ..admin_auth import authorization, load_signing_key
 from ..config import ConfigError, NodeConfig, resolve
 from ..consensus.replicator import RaftSettings
+from ..tls import ServerCertificate, client_context
 
 ALLOW_FAULTS = "WALLETNODE_ALLOW_TEST_FAULTS"
 
@@ -137,8 +141,42 @@ def whoami(**kw: Any) -> None:
 @click.option(
     "--join-via",
     multiple=True,
-    help="With --join: ask the member at this HTTP URL to add us (repeatable); without it, "
+    help="With --join: ask the member whose admin API is at this URL to add us (repeatable); without it, "
     "something else (the operator) adds this node",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False),
+    envvar="WALLET_TLS_CERT",
+    help="PEM certificate chain the API serves (reloaded when the file changes)",
+)
+@click.option(
+    "--tls-key", type=click.Path(dir_okay=False), envvar="WALLET_TLS_KEY", help="PEM private key of --tls-cert"
+)
+@click.option("--insecure-http", is_flag=True, help="Serve plain HTTP instead of HTTPS (development only)")
+@click.option(
+    "--admin-http",
+    "admin_addr",
+    envvar="WALLET_ADMIN_HTTP",
+    help="host:port of the admin API (membership, leadership); served only with --admin-key",
+)
+@click.option(
+    "--admin-key",
+    envvar="WALLET_ADMIN_PUBLIC_KEY",
+    help="The admin public key (64 hex): admin requests must be signed with its private key",
+)
+@click.option(
+    "--admin-credential",
+    type=click.Path(dir_okay=False, exists=True),
+    envvar="WALLET_ADMIN_CREDENTIAL_FILE",
+    help="With --join-via: file holding the admin private key to sign the join request with",
+)
+@click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(dir_okay=False, exists=True),
+    envvar="WALLET_CA",
+    help="With --join-via: CA bundle to verify the member's admin API with",
 )
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
 @click.option(
@@ -154,6 +192,13 @@ def serve(
     election_timeout_ms: int,
     snapshot_entries: int,
     join_via: tuple[str, ...],
+    tls_cert: str | None,
+    tls_key: str | None,
+    insecure_http: bool,
+    admin_addr: str | None,
+    admin_key: str | None,
+    admin_credential: str | None,
+    ca_file: str | None,
     log_format: str,
     test_faults: tuple[str, ...],
     **kw: Any,
@@ -185,62 +230,136 @@ def serve(
     )
     if test_faults and os.environ.get(ALLOW_FAULTS) != "1":
         raise click.UsageError(f"--test-fault is for tests only and needs {ALLOW_FAULTS}=1 in the environment")
+    if insecure_http == bool(tls_cert or tls_key) or bool(tls_cert) != bool(tls_key):
+        raise click.UsageError(
+            "the API is served over HTTPS: pass --tls-cert and --tls-key (or --insecure-http for plain HTTP)"
+        )
+    if bool(admin_addr) != bool(admin_key):
+        raise click.UsageError("--admin-http and --admin-key go together (the admin API needs its key)")
+    admin: tuple[str, int] | None = None
+    if admin_addr and admin_key:
+        admin = _host_port(admin_addr, "--admin-http")
+        if not re.fullmatch(r"[0-9a-f]{64}", admin_key):
+            raise click.UsageError("--admin-key must be an ed25519 public key of 64 lowercase hex characters")
+    if join_via and not admin_credential:
+        raise click.UsageError("--join-via needs --admin-credential (the join request is an admin request)")
+    tls = None
+    if tls_cert and tls_key:
+        try:
+            tls = ServerCertificate(tls_cert, tls_key)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    joiner = Joiner(join_via, admin_credential, ca_file) if config.join and join_via and admin_credential else None
     from ..server.machine import StoreFormatError
 
     try:
-        asyncio.run(_serve(config, secret, settings, join_via, frozenset(test_faults)))
+        asyncio.run(_serve(config, secret, settings, Listeners(tls, admin, admin_key), joiner, frozenset(test_faults)))
     except StoreFormatError as exc:  # a store this version cannot read: say what to do, no traceback
         raise click.ClickException(str(exc)) from None
 
 
+def _host_port(value: str, option: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.UsageError(f"{option} must be host:port")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """How the node serves: TLS (or plain HTTP when None) and the admin API's address and key."""
+
+    tls: ServerCertificate | None
+    admin: tuple[str, int] | None
+    admin_key: str | None
+
+
+@dataclass(frozen=True)
+class Joiner:
+    """A new node asking existing members (their admin URLs) to add it, signing as the admin."""
+
+    urls: tuple[str, ...]
+    credential_file: str
+    ca_file: str | None
+
+
 async def _serve(
-    config: NodeConfig, secret: str, settings: RaftSettings, join_via: tuple[str, ...], faults: frozenset[str]
+    config: NodeConfig,
+    secret: str,
+    settings: RaftSettings,
+    listeners: Listeners,
+    joiner: Joiner | None,
+    faults: frozenset[str],
 ) -> None:
     from aiohttp import web
 
-    from ..server.app import create_app
+    from ..server.app import create_admin_app, create_app
     from ..server.runtime import LedgerNode
 
-    node = LedgerNode(config, secret, settings, faults)
+    log = logging.getLogger("walletnode")
+    node = LedgerNode(config, secret, settings, faults, admin_key=listeners.admin_key)
     if faults:
-        logging.getLogger("walletnode").warning("TEST FAULTS ENABLED: %s", ", ".join(sorted(faults)))
+        log.warning("TEST FAULTS ENABLED: %s", ", ".join(sorted(faults)))
+    if listeners.tls is None:
+        log.warning("serving plain HTTP (--insecure-http): requests and answers cross the network in the clear")
     await node.start()
-    runner = web.AppRunner(create_app(node), access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, config.http_host, config.http_port, reuse_address=True)
-    await site.start()
-    logging.getLogger("walletnode").info(
-        "node %s serving http on %s:%d, raft on %s",
+    ssl_context = listeners.tls.context if listeners.tls else None
+    runners = [web.AppRunner(create_app(node), access_log=None, handler_cancellation=True)]
+    addresses = [(config.http_host, config.http_port)]
+    if listeners.admin is not None:
+        runners.append(web.AppRunner(create_admin_app(node), access_log=None, handler_cancellation=True))
+        addresses.append(listeners.admin)
+    for runner, (host, port) in zip(runners, addresses, strict=True):
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
+    log.info(
+        "node %s serving %s on %s:%d%s, raft on %s",
         config.name,
+        "https" if ssl_context else "http",
         config.http_host,
         config.http_port,
+        f" (admin on {listeners.admin[0]}:{listeners.admin[1]})" if listeners.admin else " (no admin API)",
         config.self_member.raft_address,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if config.join and join_via:
-        loop.create_task(_join(config, secret, join_via))
+    tasks = []
+    if listeners.tls is not None:
+        tasks.append(loop.create_task(listeners.tls.follow()))
+    if joiner is not None:
+        tasks.append(loop.create_task(_join(config, joiner)))
     await stop.wait()
-    await runner.cleanup()
+    for task in tasks:
+        task.cancel()
+    for runner in runners:
+        await runner.cleanup()
     await node.stop()
 
 
-async def _join(config: NodeConfig, secret: str, urls: tuple[str, ...]) -> None:
+async def _join(config: NodeConfig, joiner: Joiner) -> None:
     """Ask members to add us until one (the leader, or one forwarding to it) says yes."""
     log = logging.getLogger("walletnode.join")
-    body = {"address": config.self_member.raft_address, "member": config.id}
-    async with httpx.AsyncClient(timeout=15) as client:
+    key = load_signing_key(joiner.credential_file)
+    body = json.dumps({"address": config.self_member.raft_address, "member": config.id}).encode()
+    async with httpx.AsyncClient(timeout=15, verify=client_context(joiner.ca_file)) as client:
         while True:
-            for url in urls:
+            for url in joiner.urls:
                 try:
-                    r = await client.post(f"{url}/v1/members", json=body, headers={"Authorization": f"Bearer {secret}"})
+                    status = await client.get(f"{url}/v1/status")  # whom we address: the signature names it
+                    audience = status.json()["name"]
+                    signed = authorization(key, config.cluster_id, audience, "POST", "/v1/members", body)
+                    r = await client.post(
+                        f"{url}/v1/members",
+                        content=body,
+                        headers={"Authorization": signed, "Content-Type": "application/json"},
+                    )
                     if r.status_code == 200:
                         log.info("joined the cluster through %s", url)
                         return
                     log.info("join via %s: %s", url, r.text)
-                except httpx.HTTPError as exc:
+                except (httpx.HTTPError, ValueError, KeyError) as exc:
                     log.info("join via %s failed: %s", url, exc)
             await asyncio.sleep(1)
 

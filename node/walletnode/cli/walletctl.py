@@ -47,16 +47,25 @@ err_console = Console(stderr=True)
 
 
 class Context:
-    def __init__(self, urls: str, home: str, output: str) -> None:
+    def __init__(
+        self,
+        urls: str,
+        home: str,
+        output: str,
+        ca: str | None = None,
+        insecure: bool = False,
+        node_keys: str | None = None,
+    ) -> None:
         self.urls = [u.strip() for u in urls.split(",") if u.strip()]
         self.keystore = Keystore(home)
         self.output = output
+        self.trust: dict[str, Any] = {"ca": ca, "insecure": insecure, "node_keys": parse_node_keys(node_keys)}
         self._client: WalletClient | None = None
 
     @property
     def client(self) -> WalletClient:
         if self._client is None:
-            self._client = WalletClient(self.urls)
+            self._client = run(lambda: WalletClient(self.urls, **self.trust))
         return self._client
 
     def password(self, name: str) -> str:
@@ -103,6 +112,19 @@ class Context:
             console.print(human())
 
 
+def parse_node_keys(text: str | None) -> dict[str, str]:
+    """`wallet-0=<hex>,wallet-1=<hex>` (WALLET_NODE_KEYS) -> {name: hex key}."""
+    keys: dict[str, str] = {}
+    for part in (text or "").replace(" ", ",").split(","):
+        if not part:
+            continue
+        name, _, key = part.partition("=")
+        if not name or len(key) != KEY_HEX_CHARS or any(c not in "0123456789abcdef" for c in key):
+            fail_usage(f"--node-keys entry {part!r} is not NAME=<64 hex characters>")
+        keys[name] = key
+    return keys
+
+
 def fail_usage(message: str) -> NoReturn:
     raise click.UsageError(message)
 
@@ -141,9 +163,26 @@ def report(ctx: Context, what: str, command_id: str, result: str, extra: dict[st
 @click.option(
     "--url",
     envvar="WALLET_URL",
-    default="http://127.0.0.1:8701",
+    default="https://127.0.0.1:8701",
     show_default=True,
     help="Comma-separated node URLs (WALLET_URL)",
+)
+@click.option(
+    "--ca",
+    envvar="WALLET_CA",
+    type=click.Path(dir_okay=False, exists=True),
+    help="CA bundle (PEM) the nodes' certificates must chain to (WALLET_CA); default: the system's",
+)
+@click.option(
+    "--insecure",
+    envvar="WALLET_INSECURE",
+    is_flag=True,
+    help="Allow plain http:// URLs: everything crosses the network in the clear (WALLET_INSECURE=1)",
+)
+@click.option(
+    "--node-keys",
+    envvar="WALLET_NODE_KEYS",
+    help="Pin the replicas' identity keys for attested reads: NAME=HEX,... (WALLET_NODE_KEYS)",
 )
 @click.option(
     "--home",
@@ -154,9 +193,17 @@ def report(ctx: Context, what: str, command_id: str, result: str, extra: dict[st
 )
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_context
-def main(click_ctx: click.Context, url: str, home: str, output: str) -> None:
+def main(
+    click_ctx: click.Context,
+    url: str,
+    ca: str | None,
+    insecure: bool,
+    node_keys: str | None,
+    home: str,
+    output: str,
+) -> None:
     """Client for walletcluster ledgers."""
-    click_ctx.obj = Context(url, home, output)
+    click_ctx.obj = Context(url, home, output, ca, insecure, node_keys)
 
 
 # -- keys ----------------------------------------------------------------------------------------
@@ -491,9 +538,10 @@ def status(ctx: Context) -> None:
     commit, how many of its peers it is connected to (a cut link shows as 1/2 on both of its ends)
     and its audit hash; `-o json` has every field, commit index included."""
     rows: list[dict[str, Any]] = []
+    client = ctx.client  # a bad --url/--ca is a usage error, not a row per node
     for url in ctx.urls:
         try:
-            rows.append({"url": url, **ctx.client.status_of(url)})
+            rows.append({"url": url, **client.status_of(url)})
         except Exception as exc:  # a dead node is a row, not a crash
             rows.append({"url": url, "error": f"{exc.__class__.__name__}: {exc}"})
     live = [r for r in rows if "error" not in r]
@@ -560,9 +608,10 @@ def audit_verify(ctx: Context) -> None:
     Passes when the recomputed chain matches a majority of nodes; names any node that differs.
     """
     statuses = {}
+    client = ctx.client  # a bad --url/--ca is a usage error, not an unreachable node
     for url in ctx.urls:
         try:
-            statuses[url] = ctx.client.status_of(url)
+            statuses[url] = client.status_of(url)
         except Exception as exc:
             err_console.print(f"[yellow]{url} unreachable:[/] {exc}")
     if not statuses:
@@ -632,7 +681,7 @@ def bench(
             advance = partial(progress.advance, task)
             if size is None:
                 key = run(partial(ctx.signer, signer))
-                results.append(run(partial(loadgen.run, ctx.urls, key, threads, seconds, None, advance)))
+                results.append(run(partial(loadgen.run, ctx.urls, key, threads, seconds, None, advance, ctx.trust)))
             else:
                 results.append(_bench_local(size, threads, seconds, advance))
     data = [r.as_dict() for r in results]
@@ -695,7 +744,8 @@ def _bench_local(size: int, threads: int, seconds: float, advance: Callable[[int
         cluster.start_all()
         try:
             cluster.wait_ready(timeout=60)
-            return run(lambda: loadgen.run(cluster.urls, minter, threads, seconds, size, advance))
+            trust = {"ca": cluster.ca_file}
+            return run(lambda: loadgen.run(cluster.urls, minter, threads, seconds, size, advance, trust))
         finally:
             cluster.stop_all()
 

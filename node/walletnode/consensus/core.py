@@ -310,9 +310,10 @@ class RaftCore:
         last = self.log.last_index()
         for node in self.conf.members:
             self.progress[node] = self._new_progress(node, last + 1)
-        own = self.progress[self.id]
-        own.maybe_update(self.log.stable_last)
-        own.become_replicate()
+        own = self.progress.get(self.id)  # absent when it won as a removed leader (see _promotable)
+        if own is not None:
+            own.maybe_update(self.log.stable_last)
+            own.become_replicate()
         # No membership change until everything before this term is applied (the no-op below
         # commits it), the rule that keeps single-server changes safe across leader changes.
         self.pending_conf_index = last
@@ -324,7 +325,13 @@ class RaftCore:
         return pr
 
     def _promotable(self) -> bool:
-        return self.id in self.conf.voters and self.log.pending_snapshot is None
+        """Voters campaign; so does a node its own log has removed, not only learners. A leader
+        that removed itself can lose its leadership before handing it over, and may then hold the
+        longest log: the remaining voters would refuse each other, so it must win and hand over
+        (pre-vote and the leader lease keep it from disturbing a cluster that has a leader)."""
+        if self.log.pending_snapshot is not None or not self.conf.voters:
+            return False
+        return self.id in self.conf.voters or self.id not in self.conf.learners
 
     def _in_lease(self) -> bool:
         return self.cfg.check_quorum and self.leader != NONE and self.election_elapsed < self.cfg.election_ticks

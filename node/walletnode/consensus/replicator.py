@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 Callback = Callable[[Any, "Outcome"], None]
 SNAPSHOT_CHUNK_BYTES = 1 << 20
+RECEIVED_PREFIX = "received-"  # streamed snapshots, checked and waiting to be installed
 MAX_APPLYING = 8  # batches of committed entries queued for the disk thread before the core holds more back
 #: How often the disk thread publishes what it applied while entries keep coming (etcd's backend
 #: commits every 100 ms too): a commit writes every page it dirtied and fsyncs, so fewer, larger
@@ -196,6 +197,8 @@ class Replicator:
         self._reads_to_serve: list[tuple[int, Callback]] = []
         self._transfers: list[tuple[int, int, Callback]] = []  # (leader then, wanted (NONE: any), callback)
         self._incoming: tuple[int, Any] | None = None  # (sender, open file) of a snapshot being received
+        self._received_ids = itertools.count(1)
+        self._accepted: dict[SnapshotMeta, str] = {}  # snapshots the core adopted -> their checked files
         self._compacting = False
         self._streams = 0  # snapshots being sent: no compaction meanwhile, so the entries after them stay
         self._applying: deque[asyncio.Future[Any]] = deque()  # jobs of the disk thread, oldest first
@@ -258,8 +261,9 @@ class Replicator:
         the configuration, at index 1). The core replays the entries after the log's snapshot;
         the state machine skips those at or below its own index, so only the tail after that
         is applied, and the configuration changes among them reach the core."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.incoming_path)  # a snapshot half received when the node stopped
+        for name in os.listdir(self.dir):  # snapshots received before a stop, never installed
+            if name.startswith(RECEIVED_PREFIX) or name == os.path.basename(self.incoming_path):
+                os.unlink(os.path.join(self.dir, name))
         self.log = DiskLog(os.path.join(self.dir, "log"))
         if self.log.is_new and self.founding:
             conf = ConfState(voters=frozenset(self.peers), addresses=tuple(sorted(self.peers.items())))
@@ -356,7 +360,7 @@ class Replicator:
 
     def _on_frame(self, peer: int, kind: wire.Kind, body: Any) -> None:
         if kind == wire.Kind.RAFT:
-            if body.to == self.id:
+            if body.to == self.id and body.type != MsgType.SNAPSHOT:  # a snapshot comes as a stream
                 self.core.step(body)
         elif kind == wire.Kind.FORWARD:
             self._on_forward(peer, body)
@@ -422,7 +426,8 @@ class Replicator:
         for message in early:
             self._send_message(message)
         if ready.snapshot is not None:
-            await loop.run_in_executor(self._disk, self._restore, ready.snapshot)
+            received = self._accepted.pop(ready.snapshot)
+            await loop.run_in_executor(self._disk, self._restore, ready.snapshot, received)
             self.log.install(ready.snapshot)
         if ready.entries or ready.hard_state is not None:
             await self._persist(ready)
@@ -497,12 +502,12 @@ class Replicator:
                 log.error("cannot persist the raft log, retrying: %s", exc)
                 await asyncio.sleep(1.0)
 
-    def _restore(self, meta: SnapshotMeta) -> None:
+    def _restore(self, meta: SnapshotMeta, path: str) -> None:
         """Disk thread: the received snapshot becomes the state machine's. Its index may be past
         `meta.index` (the view was taken after the leader's log snapshot): the entries between
         are skipped by the state machine when the core hands them over."""
-        size = os.path.getsize(self.incoming_path)
-        index = self.machine.install_snapshot(self.incoming_path)
+        size = os.path.getsize(path)
+        index = self.machine.install_snapshot(path)
         assert index >= meta.index, (index, meta.index)
         self.applied = self.settled = meta.index
         self.published = index
@@ -740,20 +745,32 @@ class Replicator:
         size = incoming[1].tell()
         incoming[1].close()
         if size == done.size:
-            asyncio.get_running_loop().create_task(self._check_and_step(done.message))
+            # Under its own name: the next stream (the leader may send a newer one at any time)
+            # starts a fresh incoming file while this one waits to be checked and installed.
+            received = os.path.join(self.dir, f"{RECEIVED_PREFIX}{next(self._received_ids)}.snapshot")
+            os.replace(self.incoming_path, received)
+            asyncio.get_running_loop().create_task(self._check_and_step(done.message, received))
 
-    async def _check_and_step(self, message: Message) -> None:
-        """Check the received file (the state machine opens it) before the core sees it."""
-        assert message.snapshot is not None
+    async def _check_and_step(self, message: Message, received: str) -> None:
+        """Check the received file (the state machine opens it) before the core sees it; keep it
+        if the core adopts it (a later Ready installs it), else drop it."""
+        meta = message.snapshot
+        assert meta is not None
         loop = asyncio.get_running_loop()
         try:
-            index = await loop.run_in_executor(self._disk, self.machine.check_snapshot, self.incoming_path)
+            index = await loop.run_in_executor(self._disk, self.machine.check_snapshot, received)
         except (OSError, ValueError) as exc:
             log.warning("discarded a received snapshot: %s", exc)
-            return
-        if index >= message.snapshot.index:
+            index = -1
+        if index >= meta.index:
             self.core.step(message)
             self._kick()
+        if self.core.log.pending_snapshot != meta:
+            os.unlink(received)  # unreadable, or the core had no use for it
+            return
+        for superseded in [m for m in self._accepted if m.index < meta.index]:
+            os.unlink(self._accepted.pop(superseded))  # the core installs only the newest
+        self._accepted[meta] = received
 
     # -- status -----------------------------------------------------------------------------
 

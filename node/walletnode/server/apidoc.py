@@ -53,7 +53,7 @@ def _body_name(content: dict[str, Any]) -> str:
 def _operation(path: str, method: str, op: dict[str, Any]) -> list[str]:
     lines = [f"### {method.upper()} `{path}`", "", op["summary"] + ".", ""]
     if op.get("security"):
-        lines += ["Needs `Authorization: Bearer <cluster secret>`.", ""]
+        lines += ["Admin port only; needs `Authorization: WalletAdmin ...` signed with the admin key (see below).", ""]
     if op.get("parameters"):
         lines += ["| parameter | in | type | required | meaning |", "|---|---|---|---|---|"]
         for p in op["parameters"]:

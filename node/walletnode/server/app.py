@@ -19,7 +19,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..ledger.codes import Code
-from ..ledger.commands import Command
+from ..ledger.commands import Command, pattern_error
 from . import identity, openapi
 from .batcher import OutcomeUnknown, Unavailable
 from .runtime import DiskFullError, LedgerNode
@@ -177,6 +177,10 @@ async def _execute(request: web.Request, kind: type[CurrencyBatch | MintBatch | 
     reject_unknown_query(request, set())
     batch = await decode(request, kind)
     commands: list[Command] = list(batch.commands)
+    for i, command in enumerate(commands):
+        wrong = pattern_error(command)
+        if wrong is not None:
+            raise ApiError(400, "invalid_request", wrong.replace("`$.", f"`$.commands[{i}].", 1))
     codes = await request.app[NODE_KEY].execute(commands)
     return reply(BatchResults([Result(c.id, code) for c, code in zip(commands, codes, strict=True)]))
 
@@ -370,10 +374,15 @@ async def events(request: web.Request) -> web.StreamResponse:
 # -- admin (the operator) ----------------------------------------------------------------------
 
 
-def require_secret(request: web.Request) -> None:
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer ") or not request.app[NODE_KEY].check_secret(header[7:]):
-        raise ApiError(401, "unauthorized", "admin calls need 'Authorization: Bearer <cluster secret>'")
+async def require_admin(request: web.Request) -> None:
+    """Admin calls carry a signature by the operator's admin key (see walletnode.admin_auth)."""
+    verifier = request.app[NODE_KEY].admin
+    assert verifier is not None, "the admin API is only served with an admin key"
+    problem = verifier.check(
+        request.headers.get("Authorization", ""), request.method, request.raw_path, await request.read()
+    )
+    if problem is not None:
+        raise ApiError(401, "unauthorized", problem)
 
 
 async def _membership(
@@ -386,19 +395,19 @@ async def _membership(
 
 
 async def post_member(request: web.Request) -> web.Response:
-    require_secret(request)
+    await require_admin(request)
     change = await decode(request, MemberChange)
     return await _membership(request, "add", change.address, change.member)
 
 
 async def delete_member(request: web.Request) -> web.Response:
-    require_secret(request)
+    await require_admin(request)
     change = convert({"address": request.match_info["address"]}, MemberAddress)
     return await _membership(request, "remove", change.address)
 
 
 async def post_leadership(request: web.Request) -> web.Response:
-    require_secret(request)
+    await require_admin(request)
     change = await decode(request, LeadershipTransfer)
     return await _membership(request, "transfer", change.address)
 
@@ -412,6 +421,7 @@ async def get_docs(request: web.Request) -> web.Response:
 
 
 def create_app(node: LedgerNode) -> web.Application:
+    """The client API: everything but membership and leadership."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
     app[NODE_KEY] = node
     app.add_routes(
@@ -427,14 +437,27 @@ def create_app(node: LedgerNode) -> web.Application:
             web.get("/v1/accounts/{key}/transfers", get_history),
             web.get("/v1/events", events),
             web.get("/v1/status", get_status),
-            web.post("/v1/members", post_member),
-            web.delete("/v1/members/{address}", delete_member),
-            web.post("/v1/leadership", post_leadership),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
             web.get("/metrics", metrics),
             web.get("/openapi.json", get_openapi),
             web.get("/docs", get_docs),
+        ]
+    )
+    return app
+
+
+def create_admin_app(node: LedgerNode) -> web.Application:
+    """The admin API, on a port of its own so a NetworkPolicy can admit only the operator to it.
+    Served only when the node has the admin public key (`node.admin`)."""
+    app = web.Application(client_max_size=64 << 10, middlewares=[json_errors])
+    app[NODE_KEY] = node
+    app.add_routes(
+        [
+            web.post("/v1/members", post_member),
+            web.delete("/v1/members/{address}", delete_member),
+            web.post("/v1/leadership", post_leadership),
+            web.get("/v1/status", get_status),
         ]
     )
     return app

@@ -56,7 +56,7 @@ ERROR_CODES: list[tuple[str, int, str]] = [
     ("invalid_account", 400, "the {key} in the path is not 64 lowercase hex characters"),
     ("invalid_id", 400, "the {id} in the path is not 32 lowercase hex characters"),
     ("invalid_event_id", 400, "Last-Event-ID or ?after= is not a non-negative integer"),
-    ("unauthorized", 401, "an admin route without 'Authorization: Bearer <cluster secret>'"),
+    ("unauthorized", 401, "an admin request without a valid, fresh, unused signature by the admin key"),
     ("not_found", 404, "no such route, or an id the ledger never judged"),
     ("method_not_allowed", 405, "a method the route does not have (the Allow header lists those it has)"),
     ("no_leader", 409, "a membership change or leadership transfer that no leader took: nothing changed"),
@@ -169,7 +169,7 @@ def document() -> dict[str, Any]:
         # msgspec marks a tagged union's tag as required; the API infers the kind from the route.
         if "kind" in schema.get("properties", {}):
             schema["required"] = [name for name in schema.get("required", []) if name != "kind"]
-    admin: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+    admin: list[dict[str, list[str]]] = [{"adminSignature": []}]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -255,7 +255,7 @@ def document() -> dict[str, Any]:
             "/v1/status": _get("Node and cluster status", "Status", [], ("invalid_query",)),
             "/v1/members": {
                 "post": {
-                    "summary": "Add a Raft member (operator; needs the cluster secret)",
+                    "summary": "Add a Raft member (admin port; signed with the operator's admin key)",
                     "security": admin,
                     "requestBody": {"required": True, "content": _json("MemberChange")},
                     "responses": {"200": {"description": "added"}, **_errors(*ADMIN_ERRORS)},
@@ -263,7 +263,7 @@ def document() -> dict[str, Any]:
             },
             "/v1/members/{address}": {
                 "delete": {
-                    "summary": "Remove a Raft member (operator; needs the cluster secret)",
+                    "summary": "Remove a Raft member (admin port; signed with the operator's admin key)",
                     "security": admin,
                     "parameters": [
                         {
@@ -278,7 +278,7 @@ def document() -> dict[str, Any]:
             },
             "/v1/leadership": {
                 "post": {
-                    "summary": "Transfer leadership (operator; needs the cluster secret)",
+                    "summary": "Transfer leadership (admin port; signed with the operator's admin key)",
                     "security": admin,
                     "requestBody": {"required": True, "content": _json("LeadershipTransfer")},
                     "responses": {"200": {"description": "transferred"}, **_errors(*ADMIN_ERRORS)},
@@ -296,7 +296,15 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": components,
             "x-error-codes": [{"code": c, "status": s, "when": w} for c, s, w in ERROR_CODES],
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "adminSignature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "WalletAdmin ts=<unix time>,nonce=<32 hex>,sig=<ed25519 signature, 128 hex>; "
+                    "served only on the admin port. Signed bytes: docs/api.md.",
+                }
+            },
         },
     }
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 from typing import Any
 
 from nacl.signing import SigningKey
 
+from ..admin_auth import AdminVerifier
 from ..config import NodeConfig
 from ..consensus.replicator import Outcome, RaftSettings, Replicator
 from ..ledger.codes import Code
@@ -46,7 +46,10 @@ class LedgerNode:
         secret: str,
         settings: RaftSettings = RaftSettings(),
         faults: frozenset[str] = frozenset(),
+        admin_key: str | None = None,
     ) -> None:
+        """`secret` seals Raft traffic and nothing else; `admin_key` (hex ed25519 public key), when
+        given, is the only credential the admin API accepts."""
         self.config = config
         #: Deliberate misbehaviour for tests (see `walletnode serve --test-fault`); empty in production.
         self.faults = faults
@@ -59,6 +62,7 @@ class LedgerNode:
         self.committer: GroupCommitter | None = None
         self.events: EventFeed | None = None
         self.verifier = Verifier(config.cluster_id)
+        self.admin = AdminVerifier(admin_key, config.cluster_id, config.name) if admin_key else None
         self._tasks: list[asyncio.Task[Any]] = []
 
     @staticmethod
@@ -181,6 +185,3 @@ class LedgerNode:
             return await asyncio.wait_for(future, 10)
         except TimeoutError:
             return Outcome.UNKNOWN
-
-    def check_secret(self, presented: str) -> bool:
-        return hmac.compare_digest(presented.encode(), self._secret.encode())
