@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import msgspec
 from nacl.signing import SigningKey
 
+from walletnode.client import new_id
 from walletnode.ledger.commands import Command, Mint, Transfer
 from walletnode.ledger.signing import public_hex, sign
 
@@ -85,7 +86,7 @@ def _sign_bodies(cluster_id: str, batches: list[Batch], amount: int) -> list[byt
         commands = []
         for a, b in batch:
             t = Transfer(
-                id=os.urandom(16).hex(),
+                id=new_id(),
                 from_=_publics[a],
                 to=_publics[b],
                 currency=CURRENCY,
@@ -105,7 +106,7 @@ def _sign_mints(cluster_id: str, recipients: list[str], amount: int) -> bytes:
                 MINTER,
                 cluster_id,
                 Mint(
-                    id=os.urandom(16).hex(),
+                    id=new_id(),
                     minter=minter,
                     to=to,
                     currency=CURRENCY,

@@ -319,3 +319,52 @@ def test_a_rejection_is_final_for_its_id() -> None:
     assert ledger.balance(bob, "USD") == 0
     changed = sign(alice, CLUSTER, msgspec.structs.replace(send, amount=6))
     assert submit(ledger, [changed]) == [Code.EXISTS_WITH_DIFFERENT_FIELDS]
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    st.lists(st.booleans(), min_size=0, max_size=400),
+    st.integers(1, 150),
+    st.lists(st.tuples(st.integers(0, 420), st.integers(0, 200)), min_size=1, max_size=30),
+)
+def test_history_pages_on_disk_match_the_reference(
+    to_first: list[bool], per_entry: int, windows: list[tuple[int, int]]
+) -> None:
+    """Long histories (chains of links with checkpoints on disk, lists in the reference), paged
+    from anywhere with any page size, across many entries and write transactions."""
+    minter = public_hex(MINTER)
+    accounts = [public_hex(USERS[0]), public_hex(USERS[1])]
+    commands: list[Command] = [
+        CreateCurrency(id=f"{0:032x}", minter=minter, code="USD", scale=2, signature=PLACEHOLDER)
+    ]
+    commands += [
+        Mint(
+            id=f"{i + 1:032x}",
+            minter=minter,
+            to=accounts[0 if first else 1],
+            currency="USD",
+            amount=1,
+            signature=PLACEHOLDER,
+        )
+        for i, first in enumerate(to_first)
+    ]
+    entries = [encode_entry(configure_entry([minter]))]
+    entries += [
+        encode_entry(Entry(commands=tuple(commands[i : i + per_entry]))) for i in range(0, len(commands), per_entry)
+    ]
+    reference = fresh_ledger()
+    for data in entries[1:]:
+        reference.apply_entry_bytes(data)
+    with tempfile.TemporaryDirectory() as tmp:
+        machine = LedgerMachine(os.path.join(tmp, "ledger.lmdb"))
+        group = [(i + 1, e) for i, e in enumerate(entries)]
+        for start in range(0, len(group), 2):
+            machine.apply(group[start : start + 2])
+        with machine.reading() as on_disk:
+            for account in accounts:
+                assert on_disk.history_length(account) == reference.history_length(account)
+                for after, limit in windows:
+                    assert on_disk.store.history(account, after, limit) == reference.store.history(
+                        account, after, limit
+                    )
+        machine.close()

@@ -89,7 +89,9 @@ class LedgerStore(Protocol):
         """The first result of `command`, the `position`th command of entry `seq`."""
         ...
 
-    def append_history(self, account: str, command_id: str) -> None: ...
+    def append_history(self, account: str, command_id: str) -> None:
+        """The command being applied joins the account's history (its `record` follows)."""
+        ...
 
     def history(self, account: str, after: int, limit: int) -> list[str]:
         """Ids of the account's mints and transfers, oldest first, from position `after`."""

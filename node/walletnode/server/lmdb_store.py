@@ -7,17 +7,25 @@ Layout (every integer big-endian, so keys sort numerically; keys and ids as raw 
                 b"head"        -> u64 seq + 32-byte audit hash
                 b"minters"     -> 32-byte keys, sorted
     currencies  code (ascii)   -> u8 scale + u64 supply
-    accounts    account(32)    -> u64, the account's history length (one read, not a cursor's walk)
-                account(32) + code -> u64, its balance in that currency (next to the length: a transfer
-                                  dirties one page per account for both)
+    accounts    account(32) + 0x01 -> u64 history length + the pointer to its newest history link
+                account(32) + code -> u64, its balance in that currency
     commands    id(16)         -> u64 seq + u32 position in the entry + u8 result code
-    history     account(32) + u64 n -> id(16)
+    links       pointer        -> the pointer to the same account's link before (zeros: none) + id(16)
+    checkpoints account(32) + u64 j -> the pointer to the account's link number j * CHECKPOINT_EVERY
     entries     u64 seq + u16 part -> the parts (ROW_PART_BYTES each) of: 32-byte audit hash + u32 n
                                   + n result codes + the entry's bytes, zlib-compressed (level 1:
                                   the hex fields shrink to about half)
 
-A command is kept once, in its entry; its id row points there. Memory does not grow with
-history: nothing here is kept per account or per command except `EntryCache`, which is bounded.
+A pointer (u64 seq + u32 position + u8 k) names the k-th account whose history the command at
+that position of entry seq joined. An account's history is a chain of links, newest first,
+with a checkpoint every CHECKPOINT_EVERY links for paging: links are appended in key order, so
+a transfer dirties one page per account (its length and balances sit together) and the last
+pages of `links`. A commit rewrites every page it dirtied, and history rows keyed by account
+cost a page each: 90% of the CPU and bytes written of applying a transfer. For the same reason
+clients make time-ordered command ids (`client.new_id`): new ids land on the last pages of
+`commands` instead of anywhere. A command is kept once, in its entry; its id row points there.
+Memory does not grow with history: nothing here is kept per account or per command except
+`EntryCache`, which is bounded.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from ..ledger.codes import Code
 from ..ledger.commands import GENESIS, Command, Entry, decode_entry
 from ..ledger.store import Applied, Rejected, StoredEntry
 
-FORMAT = b"walletcluster-ledger/2"
+FORMAT = b"walletcluster-ledger/3"
 CODES = tuple(Code)  # a result code is stored as its position here: append only (part of FORMAT)
 _CODE_BYTE = {code: i for i, code in enumerate(CODES)}
 _U64 = struct.Struct(">Q")
@@ -48,7 +56,11 @@ _ENTRY_HEAD = struct.Struct(">32sI")
 # of contiguous "overflow" pages, which it rarely finds free again, so the file kept growing to twice
 # the data it held.
 ROW_PART_BYTES = 1800
-DATABASES = (b"meta", b"currencies", b"accounts", b"commands", b"history", b"entries")
+DATABASES = (b"meta", b"currencies", b"accounts", b"commands", b"links", b"checkpoints", b"entries")
+_POINTER = struct.Struct(">QIB")
+_NO_POINTER = bytes(_POINTER.size)
+_LENGTH = b"\x01"  # after account(32), before its currency codes (ascii letters)
+CHECKPOINT_EVERY = 64  # a page of history walks at most this many links more than it returns
 
 
 class StoreFormatError(ValueError):
@@ -189,24 +201,31 @@ class LmdbStore:
         self._cache = file.cache
         dbs = file.dbs
         self._meta, self._currencies, self._accounts = dbs[b"meta"], dbs[b"currencies"], dbs[b"accounts"]
-        self._commands, self._history, self._entries = dbs[b"commands"], dbs[b"history"], dbs[b"entries"]
+        self._commands, self._entries = dbs[b"commands"], dbs[b"entries"]
+        self._links, self._checkpoints = dbs[b"links"], dbs[b"checkpoints"]
         self._currency_rows: dict[str, bytes | None] = {}  # read once per transaction: few, read per command
         self._pending: tuple[int, bytes, bytes] | None = None  # (seq, audit hash, data) until set_results
         self._set_accounts: dict[bytes, bytes] = {}  # key -> row, not written yet
         self._set_commands: dict[bytes, bytes] = {}
-        self._set_history: dict[bytes, bytes] = {}
+        self._set_checkpoints: dict[bytes, bytes] = {}
+        self._new_links: list[tuple[bytes, bytes]] = []  # in key order: appended at the table's end
+        self._joining: list[bytes] = []  # accounts whose history the command being applied joins
 
     def flush(self) -> None:
         """Write the rows set so far (before the transaction commits)."""
         for db, rows in (
             (self._accounts, self._set_accounts),
             (self._commands, self._set_commands),
-            (self._history, self._set_history),
+            (self._checkpoints, self._set_checkpoints),
         ):
             if rows:
                 with self._txn.cursor(db) as cursor:
                     cursor.putmulti(sorted(rows.items()))
                 rows.clear()
+        if self._new_links:
+            with self._txn.cursor(self._links) as cursor:
+                cursor.putmulti(self._new_links, append=True)
+            self._new_links = []
 
     def _account_row(self, key: bytes) -> bytes | memoryview | None:
         found = self._set_accounts.get(key)
@@ -313,19 +332,18 @@ class LmdbStore:
         out: dict[str, int] = {}
         self.flush()
         with self._txn.cursor(self._accounts) as cursor:
-            if cursor.set_range(prefix):
+            if cursor.set_range(prefix + _LENGTH + b"\x00"):
                 for key, value in cursor:
                     if key[:32] != prefix:
                         break
-                    if len(key) > 32:  # not the history length
-                        out[bytes(key[32:]).decode()] = int(_U64.unpack(value)[0])
+                    out[bytes(key[32:]).decode()] = int(_U64.unpack(value)[0])
         return out
 
     def balances(self) -> Iterator[tuple[str, str, int]]:
         self.flush()
         with self._txn.cursor(self._accounts) as cursor:
             for key, value in cursor:
-                if len(key) > 32:  # not a history length
+                if key[32:] != _LENGTH:
                     yield bytes(key[:32]).hex(), bytes(key[32:]).decode(), int(_U64.unpack(value)[0])
 
     def judged(self, command_id: str) -> Applied | Rejected | None:
@@ -338,32 +356,57 @@ class LmdbStore:
         return Applied(seq, command) if CODES[code] is Code.OK else Rejected(CODES[code], command)
 
     def record(self, command: Command, seq: int, position: int, code: Code) -> None:
-        self._set_commands[bytes.fromhex(command.id)] = _REF.pack(seq, position, _CODE_BYTE[code])
+        key = bytes.fromhex(command.id)
+        self._set_commands[key] = _REF.pack(seq, position, _CODE_BYTE[code])
+        joining, self._joining = self._joining, []
+        assert code is Code.OK or not joining, "only an applied command joins a history"
+        for k, prefix in enumerate(joining):
+            n, newest = self._history_head(prefix)
+            here = _POINTER.pack(seq, position, k)
+            self._new_links.append((here, newest + key))
+            if n % CHECKPOINT_EVERY == 0:
+                self._set_checkpoints[prefix + _U64.pack(n // CHECKPOINT_EVERY)] = here
+            self._set_accounts[prefix + _LENGTH] = _U64.pack(n + 1) + here
 
     def append_history(self, account: str, command_id: str) -> None:
-        prefix = bytes.fromhex(account)
-        n = self._history_length(prefix)
-        self._set_history[prefix + _U64.pack(n)] = bytes.fromhex(command_id)
-        self._set_accounts[prefix] = _U64.pack(n + 1)
+        """Held until `record` says where the command is (it follows for the same command)."""
+        self._joining.append(bytes.fromhex(account))
 
     def history(self, account: str, after: int, limit: int) -> list[str]:
+        """Walk the chain back from the first checkpoint at or past the page's end (or from the
+        newest link) to the page's start."""
         prefix = bytes.fromhex(account)
-        out: list[str] = []
         self.flush()
-        with self._txn.cursor(self._history) as cursor:
-            if cursor.set_range(prefix + _U64.pack(after)):
-                for key, value in cursor:
-                    if key[:32] != prefix or len(out) >= limit:
-                        break
-                    out.append(bytes(value).hex())
+        length, pointer = self._history_head(prefix)
+        end = min(length, after + limit) - 1  # the page's last link
+        if end < after:
+            return []
+        n = -(-end // CHECKPOINT_EVERY) * CHECKPOINT_EVERY
+        if n < length - 1:
+            found = self._txn.get(prefix + _U64.pack(n // CHECKPOINT_EVERY), db=self._checkpoints)
+            assert found is not None, f"history checkpoint {n} of {account} is missing"
+            pointer = bytes(found)
+        else:
+            n = length - 1
+        out: list[str] = []
+        while n >= after:
+            link = self._txn.get(pointer, db=self._links)
+            assert link is not None, f"history link {n} of {account} is missing"
+            if n <= end:
+                out.append(bytes(link[_POINTER.size :]).hex())
+            pointer, n = bytes(link[: _POINTER.size]), n - 1
+        out.reverse()
         return out
 
     def history_length(self, account: str) -> int:
-        return self._history_length(bytes.fromhex(account))
+        return self._history_head(bytes.fromhex(account))[0]
 
-    def _history_length(self, prefix: bytes) -> int:
-        found = self._account_row(prefix)
-        return 0 if found is None else int(_U64.unpack(found)[0])
+    def _history_head(self, prefix: bytes) -> tuple[int, bytes]:
+        """(history length, pointer to the newest link) of the account `prefix`."""
+        found = self._account_row(prefix + _LENGTH)
+        if found is None:
+            return 0, _NO_POINTER
+        return int(_U64.unpack_from(found)[0]), bytes(found[8 : 8 + _POINTER.size])
 
 
 def remove_store(path: str) -> None:
