@@ -218,39 +218,41 @@ class LmdbStore:
         self._compressor = zstandard.ZstdCompressor(level=1)  # one per transaction: not thread-safe
         self._currency_rows: dict[str, bytes | None] = {}  # read once per transaction: few, read per command
         self._pending: tuple[int, bytes, bytes] | None = None  # (seq, audit hash, data) until set_results
-        self._account_rows: dict[bytes, AccountRow] = {}  # read (and maybe changed) in this transaction
-        self._changed_accounts: set[bytes] = set()
-        self._set_commands: dict[bytes, bytes] = {}
+        # Rows set in this transaction, by the ledger's hex strings (converted once, when written):
+        self._account_rows: dict[str, AccountRow] = {}  # read (and maybe changed)
+        self._changed_accounts: set[str] = set()
+        self._set_commands: dict[str, bytes] = {}
         self._set_checkpoints: dict[bytes, bytes] = {}
         self._new_links: list[tuple[bytes, bytes]] = []  # in key order: appended at the table's end
-        self._joining: list[bytes] = []  # accounts whose history the command being applied joins
+        self._joining: list[str] = []  # accounts whose history the command being applied joins
 
     def flush(self) -> None:
         """Write the rows set so far (before the transaction commits)."""
+        # Lowercase hex sorts as the bytes it stands for: keys go in in key order.
         if self._changed_accounts:
             accounts = self._account_rows
             with self._txn.cursor(self._accounts) as cursor:
-                cursor.putmulti([(key, _ENCODE(accounts[key])) for key in sorted(self._changed_accounts)])
+                cursor.putmulti([(bytes.fromhex(a), _ENCODE(accounts[a])) for a in sorted(self._changed_accounts)])
             self._changed_accounts.clear()
-        for db, rows in (
-            (self._commands, self._set_commands),
-            (self._checkpoints, self._set_checkpoints),
-        ):
-            if rows:
-                with self._txn.cursor(db) as cursor:
-                    cursor.putmulti(sorted(rows.items()))
-                rows.clear()
+        if self._set_commands:
+            with self._txn.cursor(self._commands) as cursor:
+                cursor.putmulti([(bytes.fromhex(i), ref) for i, ref in sorted(self._set_commands.items())])
+            self._set_commands.clear()
+        if self._set_checkpoints:
+            with self._txn.cursor(self._checkpoints) as cursor:
+                cursor.putmulti(sorted(self._set_checkpoints.items()))
+            self._set_checkpoints.clear()
         if self._new_links:
             with self._txn.cursor(self._links) as cursor:
                 cursor.putmulti(self._new_links, append=True)
             self._new_links = []
 
-    def _account(self, key: bytes) -> AccountRow:
-        row = self._account_rows.get(key)
+    def _account(self, account: str) -> AccountRow:
+        row = self._account_rows.get(account)
         if row is None:
-            found = self._txn.get(key, db=self._accounts)
+            found = self._txn.get(bytes.fromhex(account), db=self._accounts)
             row = AccountRow() if found is None else _ACCOUNT_ROW.decode(found)
-            self._account_rows[key] = row
+            self._account_rows[account] = row
         return row
 
     def head(self) -> tuple[int, bytes]:
@@ -342,15 +344,14 @@ class LmdbStore:
         self._currency_rows[code] = row
 
     def balance(self, account: str, currency: str) -> int:
-        return self._account(bytes.fromhex(account)).balances.get(currency, 0)
+        return self._account(account).balances.get(currency, 0)
 
     def set_balance(self, account: str, currency: str, amount: int) -> None:
-        key = bytes.fromhex(account)
-        self._account(key).balances[currency] = amount
-        self._changed_accounts.add(key)
+        self._account(account).balances[currency] = amount
+        self._changed_accounts.add(account)
 
     def wallet(self, account: str) -> dict[str, int]:
-        return dict(self._account(bytes.fromhex(account)).balances)
+        return dict(self._account(account).balances)
 
     def balances(self) -> Iterator[tuple[str, str, int]]:
         self.flush()
@@ -361,8 +362,7 @@ class LmdbStore:
                     yield account, currency, amount
 
     def judged(self, command_id: str) -> Applied | Rejected | None:
-        key = bytes.fromhex(command_id)
-        found = self._set_commands.get(key) or self._txn.get(key, db=self._commands)
+        found = self._set_commands.get(command_id) or self._txn.get(bytes.fromhex(command_id), db=self._commands)
         if found is None:
             return None
         seq, position, code = _REF.unpack(found)
@@ -370,29 +370,31 @@ class LmdbStore:
         return Applied(seq, command) if CODES[code] is Code.OK else Rejected(CODES[code], command)
 
     def record(self, command: Command, seq: int, position: int, code: Code) -> None:
-        key = bytes.fromhex(command.id)
-        self._set_commands[key] = _REF.pack(seq, position, _CODE_BYTE[code])
+        self._set_commands[command.id] = _REF.pack(seq, position, _CODE_BYTE[code])
+        if not self._joining:
+            return
         joining, self._joining = self._joining, []
-        assert code is Code.OK or not joining, "only an applied command joins a history"
-        for k, prefix in enumerate(joining):
-            row = self._account(prefix)
+        assert code is Code.OK, "only an applied command joins a history"
+        command_id = bytes.fromhex(command.id)
+        for k, account in enumerate(joining):
+            row = self._account(account)
             here = _POINTER.pack(seq, position, k)
-            self._new_links.append((here, row.newest + key))
+            self._new_links.append((here, row.newest + command_id))
             if row.length % CHECKPOINT_EVERY == 0:
-                self._set_checkpoints[prefix + _U64.pack(row.length // CHECKPOINT_EVERY)] = here
+                self._set_checkpoints[bytes.fromhex(account) + _U64.pack(row.length // CHECKPOINT_EVERY)] = here
             row.length, row.newest = row.length + 1, here
-            self._changed_accounts.add(prefix)
+            self._changed_accounts.add(account)
 
     def append_history(self, account: str, command_id: str) -> None:
         """Held until `record` says where the command is (it follows for the same command)."""
-        self._joining.append(bytes.fromhex(account))
+        self._joining.append(account)
 
     def history(self, account: str, after: int, limit: int) -> list[str]:
         """Walk the chain back from the first checkpoint at or past the page's end (or from the
         newest link) to the page's start."""
         prefix = bytes.fromhex(account)
         self.flush()
-        row = self._account(prefix)
+        row = self._account(account)
         length, pointer = row.length, row.newest
         end = min(length, after + limit) - 1  # the page's last link
         if end < after:
@@ -415,7 +417,7 @@ class LmdbStore:
         return out
 
     def history_length(self, account: str) -> int:
-        return self._account(bytes.fromhex(account)).length
+        return self._account(account).length
 
 
 def _decompress(frame: bytes) -> bytes:
