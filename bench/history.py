@@ -56,6 +56,7 @@ MIB = 1 << 20
 CURRENCY = "HIST"
 SIGNATURE = "5a" * 64  # of the set-up commands; never checked by the state machine (verified before the log)
 TRANSFERS_PER_ENTRY = 1000
+ID_EPOCH_MS = 1_780_000_000_000  # the pre-built history's ids start at this time
 ENTRIES_PER_TXN = 16
 BEGIN = "<!-- history:begin -->"
 END = "<!-- history:end -->"
@@ -90,15 +91,17 @@ def prebuilt_entries(transfers: int, accounts: int) -> Iterator[bytes]:
             )
         )
     keys = [account(i) for i in range(accounts)]
-    rng = random.Random(transfers)  # random ids and signatures: as large, and as incompressible, as real ones
+    # Ids as the clients make them (client.new_id: milliseconds, then random; here 16 transfers a
+    # millisecond) and random signatures: as large, and as incompressible, as real ones.
+    rng = random.Random(transfers)
     for start in range(0, transfers, TRANSFERS_PER_ENTRY):
         commands = []
-        for _ in range(start, min(transfers, start + TRANSFERS_PER_ENTRY)):
+        for n in range(start, min(transfers, start + TRANSFERS_PER_ENTRY)):
             a = rng.randrange(accounts)
             b = (a + 1 + rng.randrange(accounts - 1)) % accounts
             commands.append(
                 Transfer(
-                    id=rng.randbytes(16).hex(),
+                    id=f"{ID_EPOCH_MS + n // 16:012x}{rng.randbytes(10).hex()}",
                     from_=keys[a],
                     to=keys[b],
                     currency=CURRENCY,
