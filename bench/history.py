@@ -229,7 +229,7 @@ async def measure_size(work: str, transfers: int, args: argparse.Namespace) -> d
     cluster.start_all()
     try:
         cluster.wait_ready(timeout=120)
-        driver = WalletDriver(cluster.urls, [p.pid for p in cluster.processes.values()])
+        driver = WalletDriver(cluster.urls, [p.pid for p in cluster.processes.values()], tls=cluster.verify)
         await driver.open()
         try:
             await driver.fund(workload, signer)

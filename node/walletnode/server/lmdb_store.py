@@ -9,14 +9,16 @@ Layout (every integer big-endian, so keys sort numerically; keys and ids as raw 
     currencies  code (ascii)   -> u8 scale + u64 supply
     accounts    account(32)    -> msgpack [history length, pointer to its newest link, {code: balance}]
     commands    id(16)         -> u64 seq + u32 position in the entry + u8 result code
-    links       pointer        -> the pointer to the same account's link before (zeros: none) + id(16)
+    links       u64 seq + u32 position -> the command's id(16) + for its k-th account (k < 2), the
+                                  pointer to that account's link before (zeros: none)
     checkpoints account(32) + u64 j -> the pointer to the account's link number j * CHECKPOINT_EVERY
     entries     u64 seq + u16 part -> the parts (ROW_PART_BYTES each) of: 32-byte audit hash + u32 n
                                   + n result codes + the entry's bytes, zstd level 1 (0.43 of
                                   the size, at a quarter of zlib's CPU)
 
 A pointer (u64 seq + u32 position + u8 k) names the k-th account whose history the command at
-that position of entry seq joined. An account's history is a chain of links, newest first,
+that position of entry seq joined (one link row per command, whatever its accounts). An
+account's history is a chain of links, newest first,
 with a checkpoint every CHECKPOINT_EVERY links for paging: links are appended in key order, so
 a transfer dirties one page per account (one row holds all of it) and the last pages of
 `links`. A commit rewrites every page it dirtied, and history rows keyed by account
@@ -58,6 +60,8 @@ _ENTRY_HEAD = struct.Struct(">32sI")
 ROW_PART_BYTES = 1800
 DATABASES = (b"meta", b"currencies", b"accounts", b"commands", b"links", b"checkpoints", b"entries")
 _POINTER = struct.Struct(">QIB")
+_LINK_KEY = 12  # a pointer without its k
+_ID = 16
 _NO_POINTER = bytes(_POINTER.size)
 CHECKPOINT_EVERY = 64  # a page of history walks at most this many links more than it returns
 
@@ -375,15 +379,16 @@ class LmdbStore:
             return
         joining, self._joining = self._joining, []
         assert code is Code.OK, "only an applied command joins a history"
-        command_id = bytes.fromhex(command.id)
+        link = [bytes.fromhex(command.id)]
         for k, account in enumerate(joining):
             row = self._account(account)
             here = _POINTER.pack(seq, position, k)
-            self._new_links.append((here, row.newest + command_id))
+            link.append(row.newest)
             if row.length % CHECKPOINT_EVERY == 0:
                 self._set_checkpoints[bytes.fromhex(account) + _U64.pack(row.length // CHECKPOINT_EVERY)] = here
             row.length, row.newest = row.length + 1, here
             self._changed_accounts.add(account)
+        self._new_links.append((here[:_LINK_KEY], b"".join(link)))
 
     def append_history(self, account: str, command_id: str) -> None:
         """Held until `record` says where the command is (it follows for the same command)."""
@@ -408,11 +413,12 @@ class LmdbStore:
             n = length - 1
         out: list[str] = []
         while n >= after:
-            link = self._txn.get(pointer, db=self._links)
+            link = self._txn.get(pointer[:_LINK_KEY], db=self._links)
             assert link is not None, f"history link {n} of {account} is missing"
             if n <= end:
-                out.append(bytes(link[_POINTER.size :]).hex())
-            pointer, n = bytes(link[: _POINTER.size]), n - 1
+                out.append(bytes(link[:_ID]).hex())
+            before = _ID + pointer[_LINK_KEY] * _POINTER.size
+            pointer, n = bytes(link[before : before + _POINTER.size]), n - 1
         out.reverse()
         return out
 
