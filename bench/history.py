@@ -176,7 +176,8 @@ async def catch_up_under_writes(
     leader's commit index as of its start."""
     cluster.kill(follower, signal.SIGKILL)
     shutil.rmtree(cluster.data_dir(follower))
-    leader = next(s for s in (node_status(cluster, i) for i in range(cluster.size)) if s and s["role"] == "leader")
+    leader = node_status(cluster, cluster.urls.index(await driver.find_leader()))
+    assert leader is not None, "the leader stopped answering"
     target = leader["commit_index"]
     driver.pids = [cluster.processes[i].pid for i in range(cluster.size) if i != follower]
     prepared = driver.prepare(workload.batches(int(seconds * 40) + 1, f"catch-up-{follower}"))
@@ -256,7 +257,8 @@ async def measure_size(work: str, transfers: int, args: argparse.Namespace) -> d
                 "follower": round(await asyncio.to_thread(seconds_to_ready_after_sigkill, cluster, follower), 2),
                 "leader": round(await asyncio.to_thread(seconds_to_ready_after_sigkill, cluster, leader), 2),
             }
-            await driver.find_leader()
+            now_leading = await driver.find_leader()  # the leader's restart may have moved leadership
+            follower = next(i for i in range(cluster.size) if cluster.urls[i] != now_leading)
             result["catch_up"] = await catch_up_under_writes(
                 cluster, driver, workload, follower, args.catch_up_writes_s, args.catch_up_timeout_s
             )
@@ -352,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight in a throughput step")
     parser.add_argument("--batch", type=int, default=100, help="transfers per request")
     parser.add_argument("--workload-accounts", type=int, default=10_000, help="signing accounts of the live load")
-    parser.add_argument("--guess-per-s", type=float, default=6000, help="transfers/s to prepare batches for")
+    parser.add_argument("--guess-per-s", type=float, default=15000, help="transfers/s to prepare batches for")
     parser.add_argument("--catch-up-writes-s", type=float, default=20.0, help="seconds of writes during catch-up")
     parser.add_argument("--catch-up-timeout-s", type=float, default=300.0)
     parser.add_argument("--out-dir", default="bench")
