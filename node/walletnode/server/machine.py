@@ -11,6 +11,8 @@ Listeners hear of every applied entry once it is published, for the event stream
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import threading
 import time
@@ -35,6 +37,12 @@ from .lmdb_store import (
 )
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None under another C library."""
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)
+
+
 class AppliedEntry(msgspec.Struct, frozen=True):
     seq: int
     audit_hash: bytes
@@ -45,9 +53,8 @@ class AppliedEntry(msgspec.Struct, frozen=True):
 
 Listener = Callable[[AppliedEntry], None]
 #: Entry bytes per write transaction. Each commit writes every page the transaction dirtied and
-#: fsyncs once; a transfer dirties about five pages at random places of the B-trees (its id, two
-#: history rows, two accounts), shared by more transfers the larger the transaction: 1 MiB of
-#: entries (about 3,000 transfers) costs a third less per transfer than 256 KiB.
+#: fsyncs once; a transfer dirties its two accounts' pages (shared by more transfers the larger
+#: the transaction) and the last pages of the tables that grow at their end.
 TXN_ENTRY_BYTES = 1 << 20
 #: LMDB keeps the pages a transaction dirtied in memory of its own, and keeps that memory for later
 #: transactions until the environment is closed, so the largest transaction would set the node's
@@ -287,11 +294,15 @@ class LedgerMachine:
                 self._no_views.notify_all()
 
     def _release_dirty_pages(self) -> None:
-        """Reopen the environment unless a snapshot is being streamed from it (then later)."""
+        """Reopen the environment unless a snapshot is being streamed from it (then later), and
+        hand the freed memory back to the system (glibc keeps freed heap memory otherwise)."""
         with self._lock:
             if self._views == 0:
                 self._file.close()
                 self._file = StoreFile(self.path, cache=self._file.cache)
+                trim = _malloc_trim()
+                if trim is not None:
+                    trim(0)
 
     def _reopen(self, replace_with: str | None = None) -> None:
         """Close the environment (once no snapshot is being streamed from it) and open it again,
