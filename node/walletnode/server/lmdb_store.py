@@ -126,31 +126,6 @@ class EntryCache:
                 self._held -= len(self._entries.popitem(last=False)[1].commands)
 
 
-class AccountCache:
-    """The rows of recently written accounts as last committed: (number, encoded row) by account.
-    For the writer only: its transaction starts from the last commit, so these are what it would
-    read, without two B-tree lookups (readers' views may be older). Filled once a commit has
-    succeeded, emptied when the store is replaced; the oldest written go first past the bound."""
-
-    def __init__(self, max_accounts: int = 50_000) -> None:
-        self._max = max_accounts
-        self._rows: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
-
-    def get(self, account: str) -> tuple[bytes, bytes] | None:
-        return self._rows.get(account)
-
-    def committed(self, written: list[tuple[str, bytes, bytes]]) -> None:
-        rows = self._rows
-        for account, number, row in written:
-            rows[account] = (number, row)
-            rows.move_to_end(account)
-        while len(rows) > self._max:
-            rows.popitem(last=False)
-
-    def clear(self) -> None:
-        self._rows.clear()
-
-
 class StoreFile:
     """The LMDB environment of one ledger. One writer thread; readers anywhere."""
 
@@ -242,11 +217,8 @@ class LmdbStore:
     of inserting at random (neighbouring keys share pages). Reads look in the dicts first; a
     read that walks a table flushes first."""
 
-    def __init__(self, file: StoreFile, txn: lmdb.Transaction, accounts: AccountCache | None = None) -> None:
-        """`accounts`: the writer's cache of committed account rows (a write transaction only)."""
+    def __init__(self, file: StoreFile, txn: lmdb.Transaction) -> None:
         self._txn = txn
-        self._committed_rows = accounts
-        self.written: list[tuple[str, bytes, bytes]] = []  # (account, number, row) flushed, for the cache
         self._cache = file.cache
         dbs = file.dbs
         self._meta, self._currencies, self._accounts = dbs[b"meta"], dbs[b"currencies"], dbs[b"accounts"]
@@ -279,10 +251,9 @@ class LmdbStore:
             self._new_numbers = []
         if self._changed_accounts:
             rows, numbers = self._account_rows, self._account_numbers
-            written = sorted((numbers[a], _ENCODE(rows[a]), a) for a in self._changed_accounts)
+            changed = sorted((numbers[a], _ENCODE(rows[a])) for a in self._changed_accounts)
             with self._txn.cursor(self._accounts) as cursor:
-                cursor.putmulti([(number, row) for number, row, _ in written])
-            self.written += [(a, number, row) for number, row, a in written]
+                cursor.putmulti(changed)
             self._changed_accounts.clear()
         if self._set_commands:
             with self._txn.cursor(self._commands) as cursor:
@@ -300,11 +271,6 @@ class LmdbStore:
     def _account(self, account: str) -> AccountRow:
         row = self._account_rows.get(account)
         if row is None:
-            committed = None if self._committed_rows is None else self._committed_rows.get(account)
-            if committed is not None:
-                self._account_numbers[account], encoded = committed
-                row = self._account_rows[account] = _ACCOUNT_ROW.decode(encoded)
-                return row
             number = self._txn.get(bytes.fromhex(account), db=self._numbers)
             if number is None:
                 row = AccountRow()

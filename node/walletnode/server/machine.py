@@ -25,16 +25,7 @@ from ..consensus.durable import fsync_dir, fsync_file
 from ..ledger.codes import Code
 from ..ledger.state import Ledger
 from ..ledger.store import StoredEntry
-from .lmdb_store import (
-    AccountCache,
-    DiskFull,
-    LmdbStore,
-    StoreFile,
-    StoreFormatError,
-    disk_full,
-    raft_index,
-    set_raft_index,
-)
+from .lmdb_store import DiskFull, LmdbStore, StoreFile, StoreFormatError, disk_full, raft_index, set_raft_index
 
 
 @functools.cache
@@ -83,7 +74,6 @@ class LedgerMachine:
         """`path`: the store file (created if absent)."""
         self.path = path
         self._file = StoreFile(path)
-        self._committed_accounts = AccountCache()
         # Guards the environment's replacement by a received snapshot; the writer needs no lock.
         self._lock = threading.RLock()
         self._views = 0  # snapshot views being streamed (the environment stays open for them)
@@ -202,7 +192,6 @@ class LedgerMachine:
             self._unit_txn().commit()
         except lmdb.Error as exc:
             raise self._failed(exc) from exc
-        self._committed_accounts.committed(store.written)
         index, published = max(self._unit_last, self._unit_done), self._unit_published
         commands = sum(len(item.results) for item in published)
         self._close_unit()
@@ -222,7 +211,7 @@ class LedgerMachine:
         if self.write_error is not None:
             self._reopen()  # LMDB refuses every write after a failed one until it is reopened
         txn = self._file.env.begin(write=True)
-        ledger = Ledger(LmdbStore(self._file, txn, self._committed_accounts))
+        ledger = Ledger(LmdbStore(self._file, txn))
         self._unit = (txn, ledger)
         self._unit_done = self._unit_last = raft_index(txn, self._file.dbs)
         self._unit_applied, self._unit_published, self._unit_announced = [], [], 0
@@ -329,7 +318,6 @@ class LedgerMachine:
         the old store or the new one whole (the rename is the switch); returns the new index."""
         fsync_file(path)
         self._close_unit(abort=True)  # entries before the received state's index: it holds them
-        self._committed_accounts.clear()
         self._reopen(replace_with=path)
         with self.reading() as ledger:
             seq, audit_hash = ledger.seq, ledger.audit_hash
