@@ -179,7 +179,11 @@ def test_a_replica_that_lost_its_disk_rejoins_from_a_snapshot_while_clients_writ
         diagnose=cluster.diagnose,
     )
     with WalletClient([cluster.urls[follower]], **cluster.trust) as c:
-        assert c.balances(public_hex(bob), consistency="stale") == {"USD": acknowledged}
+        # A stale read sees what the replica has published, up to 250 ms behind what it applied.
+        wait_for(
+            lambda: c.balances(public_hex(bob), consistency="stale") == {"USD": acknowledged},
+            what="the rejoined replica to hold exactly the acknowledged transfers",
+        )
     # The metrics tell the story: a snapshot went out and the wiped replica installed it.
     scraped = [samples(httpx.get(url + "/metrics", timeout=5, verify=cluster.verify).text) for url in cluster.urls]
     installed = total(scraped[follower], "walletnode_raft_snapshot_installed_bytes_total")
