@@ -207,14 +207,16 @@ def test_ledger_matches_model_and_keeps_invariants(history: list[tuple[Command, 
 
 
 @settings(max_examples=60, deadline=None)
-@given(histories(), st.integers(1, 5))
-def test_the_store_on_disk_reaches_the_reference_state(history: list[tuple[Command, str]], batch_size: int) -> None:
+@given(histories(), st.integers(1, 5), st.sampled_from([1, 2, 16_384]))
+def test_the_store_on_disk_reaches_the_reference_state(
+    history: list[tuple[Command, str]], batch_size: int, writer_rows: int
+) -> None:
     """The same entries over the dict reference store and over LMDB (one write transaction per
-    group, as a node applies them): the same results, audit hash, balances, judged ids, history
-    and stored entries."""
+    group, as a node applies them, keeping at most `writer_rows` decoded account rows between
+    them): the same results, audit hash, balances, judged ids, history and stored entries."""
     reference = fresh_ledger()
     with tempfile.TemporaryDirectory() as tmp:
-        machine = LedgerMachine(os.path.join(tmp, "ledger.lmdb"))
+        machine = LedgerMachine(os.path.join(tmp, "ledger.lmdb"), writer_rows=writer_rows)
         entries = [encode_entry(configure_entry([public_hex(MINTER)]))]
         entries += [
             encode_entry(Entry(commands=tuple(c for c, how in history[i : i + batch_size] if how == "ok")))

@@ -37,6 +37,7 @@ Memory does not grow with history: nothing here is kept per account or per comma
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import struct
 import threading
@@ -124,6 +125,30 @@ class EntryCache:
             self._held += len(entry.commands)
             while self._held > self._max and len(self._entries) > 1:
                 self._held -= len(self._entries.popitem(last=False)[1].commands)
+
+
+class WriterRows:
+    """The writer's decoded account rows and their numbers, kept from one write transaction to the
+    next so that a busy account is not looked up and decoded again by every transaction (two B-tree
+    descents and a decode: a third of applying a transfer). A transaction changes the rows here in
+    place, so they are only right while every transaction commits: whoever aborts one must `clear`
+    this. Past `max_accounts` the oldest loaded go, in one go, between transactions."""
+
+    def __init__(self, max_accounts: int = 16_384) -> None:
+        self.rows: dict[str, AccountRow] = {}
+        self.numbers: dict[str, bytes] = {}  # u64 of each account in `rows` that has one
+        self._max = max_accounts
+
+    def committed(self) -> None:
+        """The transaction that changed the rows committed: keep at most `max_accounts` of them."""
+        if len(self.rows) > self._max:
+            for account in list(itertools.islice(self.rows, len(self.rows) - self._max * 3 // 4)):
+                del self.rows[account]
+                self.numbers.pop(account, None)
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.numbers.clear()
 
 
 class StoreFile:
@@ -217,7 +242,9 @@ class LmdbStore:
     of inserting at random (neighbouring keys share pages). Reads look in the dicts first; a
     read that walks a table flushes first."""
 
-    def __init__(self, file: StoreFile, txn: lmdb.Transaction) -> None:
+    def __init__(self, file: StoreFile, txn: lmdb.Transaction, rows: WriterRows | None = None) -> None:
+        """`rows`: the writer's rows, for a write transaction (a reader starts with none: its view
+        may be older than the writer's)."""
         self._txn = txn
         self._cache = file.cache
         dbs = file.dbs
@@ -228,9 +255,10 @@ class LmdbStore:
         self._currency_rows: dict[str, bytes | None] = {}  # read once per transaction: few, read per command
         self._pending: tuple[int, bytes, bytes] | None = None  # (seq, audit hash, data) until set_results
         # Rows set in this transaction, by the ledger's hex strings (converted once, when written):
-        self._account_rows: dict[str, AccountRow] = {}  # read (and maybe changed)
+        rows = WriterRows() if rows is None else rows
+        self._account_rows = rows.rows  # read (and maybe changed)
         self._changed_accounts: set[str] = set()
-        self._account_numbers: dict[str, bytes] = {}  # u64 of the accounts read or given one
+        self._account_numbers = rows.numbers  # u64 of the accounts read or given one
         self._new_numbers: list[tuple[bytes, bytes]] = []  # (account, u64) given in this transaction
         self._next_number: int | None = None  # read from meta when the first one is given
         self._set_commands: dict[str, bytes] = {}
@@ -417,14 +445,15 @@ class LmdbStore:
         joining, self._joining = self._joining, []
         assert code is Code.OK, "only an applied command joins a history"
         link = [bytes.fromhex(command.id)]
+        rows = self._account_rows  # loaded already: the ledger changed their balances
         for k, account in enumerate(joining):
-            row = self._account(account)
+            row = rows.get(account) or self._account(account)
             here = _POINTER.pack(seq, position, k)
             link.append(row.newest)
             if row.length % CHECKPOINT_EVERY == 0:
                 self._set_checkpoints[self._number(account) + _U64.pack(row.length // CHECKPOINT_EVERY)] = here
             row.length, row.newest = row.length + 1, here
-            self._changed_accounts.add(account)
+        self._changed_accounts.update(joining)
         self._new_links.append((here[:_LINK_KEY], b"".join(link)))
 
     def append_history(self, account: str, command_id: str) -> None:

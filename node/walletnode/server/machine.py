@@ -25,7 +25,16 @@ from ..consensus.durable import fsync_dir, fsync_file
 from ..ledger.codes import Code
 from ..ledger.state import Ledger
 from ..ledger.store import StoredEntry
-from .lmdb_store import DiskFull, LmdbStore, StoreFile, StoreFormatError, disk_full, raft_index, set_raft_index
+from .lmdb_store import (
+    DiskFull,
+    LmdbStore,
+    StoreFile,
+    StoreFormatError,
+    WriterRows,
+    disk_full,
+    raft_index,
+    set_raft_index,
+)
 
 
 @functools.cache
@@ -70,10 +79,12 @@ class StoreView:
 
 
 class LedgerMachine:
-    def __init__(self, path: str) -> None:
-        """`path`: the store file (created if absent)."""
+    def __init__(self, path: str, writer_rows: int = 16_384) -> None:
+        """`path`: the store file (created if absent); `writer_rows`: how many decoded account rows
+        the writer keeps between transactions (a few MiB: see WriterRows)."""
         self.path = path
         self._file = StoreFile(path)
+        self._rows = WriterRows(writer_rows)  # right only while every unit commits: see _close_unit
         # Guards the environment's replacement by a received snapshot; the writer needs no lock.
         self._lock = threading.RLock()
         self._views = 0  # snapshot views being streamed (the environment stays open for them)
@@ -161,7 +172,7 @@ class LedgerMachine:
         try:
             ledger = self._open_unit()
             results = self._apply_into(ledger, entries)
-        except lmdb.Error as exc:
+        except Exception as exc:
             raise self._failed(exc) from exc
         seconds = (time.perf_counter() - started) / max(1, len(entries))
         self._unit_entries += entries
@@ -190,8 +201,9 @@ class LedgerMachine:
             if self._unit_last > self._unit_done:
                 set_raft_index(self._unit_txn(), self._file.dbs, self._unit_last)
             self._unit_txn().commit()
-        except lmdb.Error as exc:
+        except Exception as exc:
             raise self._failed(exc) from exc
+        self._rows.committed()
         index, published = max(self._unit_last, self._unit_done), self._unit_published
         commands = sum(len(item.results) for item in published)
         self._close_unit()
@@ -211,7 +223,7 @@ class LedgerMachine:
         if self.write_error is not None:
             self._reopen()  # LMDB refuses every write after a failed one until it is reopened
         txn = self._file.env.begin(write=True)
-        ledger = Ledger(LmdbStore(self._file, txn))
+        ledger = Ledger(LmdbStore(self._file, txn, self._rows))
         self._unit = (txn, ledger)
         self._unit_done = self._unit_last = raft_index(txn, self._file.dbs)
         self._unit_applied, self._unit_published, self._unit_announced = [], [], 0
@@ -242,21 +254,26 @@ class LedgerMachine:
         return self._unit[0]
 
     def _close_unit(self, abort: bool = False) -> None:
-        if abort and self._unit is not None:
-            self._unit[0].abort()
+        if abort:
+            self._abort_txn()
         self._unit = None
         self._unit_entries, self._unit_bytes = [], 0
         self._unit_applied, self._unit_published, self._unit_announced = [], [], 0
 
-    def _failed(self, exc: lmdb.Error) -> Exception:
-        """Abort the unit after a failed write (its entries are kept, to be applied again) and
-        say why: `DiskFull`, or the error itself."""
+    def _abort_txn(self) -> None:
+        """Abort the unit's transaction, and forget the writer's rows: it changed them in place."""
         if self._unit is not None:
             self._unit[0].abort()
             self._unit = None
+        self._rows.clear()
+
+    def _failed(self, exc: Exception) -> Exception:
+        """Abort the unit after a failed write (its entries are kept, to be applied again) and
+        say why: `DiskFull`, or the error itself."""
+        self._abort_txn()
         # The published entries of the unit are announced by the commit that succeeds.
         self._unit_applied, self._unit_published, self._unit_announced = [], [], 0
-        full = disk_full(exc)
+        full = disk_full(exc) if isinstance(exc, lmdb.Error) else None
         if full is None:
             return exc
         self.write_error = str(full)
