@@ -587,7 +587,16 @@ class Replicator:
     def _publish_later(self) -> None:
         if self.published < self.applied and not self._publish_timer:
             self._publish_timer = True  # nothing more may come: publish what was applied after all
-            asyncio.get_running_loop().call_later(PUBLISH_EVERY_S, self._publish_soon)
+            asyncio.get_running_loop().call_later(PUBLISH_EVERY_S, self._publish_when_due)
+
+    def _publish_when_due(self) -> None:
+        """The timer's publish, unless another came since: publishing PUBLISH_EVERY_S after the
+        timer was set instead of after the last publish made every other unit a small one."""
+        wait = self._published_at + PUBLISH_EVERY_S - time.monotonic()
+        if wait > 0 and not self._publishing:
+            asyncio.get_running_loop().call_later(wait, self._publish_when_due)
+        else:
+            self._publish_soon()
 
     def _after_changes(self) -> None:
         self._note_leadership()
