@@ -31,7 +31,7 @@ cost a page each: 90% of the CPU and bytes written of applying a transfer. For t
 clients make time-ordered command ids (`client.new_id`): new ids land on the last pages of
 `commands` instead of anywhere. A command is kept once, in its entry; its id row points there.
 Memory does not grow with history: nothing here is kept per account or per command except
-`EntryCache`, which is bounded.
+`EntryCache` and `WriterRows`, both bounded.
 """
 
 from __future__ import annotations

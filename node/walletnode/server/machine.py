@@ -81,7 +81,7 @@ class StoreView:
 class LedgerMachine:
     def __init__(self, path: str, writer_rows: int = 16_384) -> None:
         """`path`: the store file (created if absent); `writer_rows`: how many decoded account rows
-        the writer keeps between transactions (a few MiB: see WriterRows)."""
+        the writer keeps between transactions (~540 bytes each: see WriterRows)."""
         self.path = path
         self._file = StoreFile(path)
         self._rows = WriterRows(writer_rows)  # right only while every unit commits: see _close_unit
