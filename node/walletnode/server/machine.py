@@ -84,7 +84,7 @@ class LedgerMachine:
         the writer keeps between transactions (~540 bytes each: see WriterRows)."""
         self.path = path
         self._file = StoreFile(path)
-        self._rows = WriterRows(writer_rows)  # right only while every unit commits: see _close_unit
+        self._rows = WriterRows(writer_rows)  # right only while every unit commits: see _abort_txn
         # Guards the environment's replacement by a received snapshot; the writer needs no lock.
         self._lock = threading.RLock()
         self._views = 0  # snapshot views being streamed (the environment stays open for them)
