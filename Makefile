@@ -11,9 +11,17 @@ SEEDS     ?= 10000
 # History sizes (transfers applied) `make bench` measures memory, disk, throughput, restart and catch-up at.
 HISTORY   ?= 10000,1000000,10000000
 
-$(STAMP): pyproject.toml
+# The node's native signature module (Rust, built by maturin; cargo's output cached outside the tree).
+SIGS := native/sigs
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export CARGO_TARGET_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/walletcluster/cargo
+
+$(STAMP): pyproject.toml $(SIGS)/Cargo.toml $(SIGS)/Cargo.lock $(SIGS)/pyproject.toml $(SIGS)/src/lib.rs
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	hack/rust
+	$(BIN)/pip install -q "$$(grep -o '^maturin==[^ ]*' requirements/build.lock)"
+	PATH=$(CURDIR)/$(BIN):$$PATH MATURIN_PEP517_ARGS=--locked $(BIN)/pip install -q --no-build-isolation ./$(SIGS)
 	$(BIN)/pip install -q -e '.[node,operator,dev]'
 	touch $@
 

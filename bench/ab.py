@@ -43,6 +43,9 @@ def baseline_python(rev: str) -> str:
         if not os.path.isdir(tree):
             subprocess.run(["git", "-C", repo.stdout.strip(), "worktree", "add", "--detach", tree, commit], check=True)
         subprocess.run([sys.executable, "-m", "venv", os.path.join(home, "venv")], check=True)
+        sigs = os.path.join(tree, "native", "sigs")
+        if os.path.isdir(sigs):  # the native signature module, from when there is one (maturin via pip)
+            subprocess.run([python, "-m", "pip", "install", "-q", sigs], check=True)
         subprocess.run([python, "-m", "pip", "install", "-q", "-e", f"{tree}[node]"], check=True)
     return python
 
