@@ -7,8 +7,9 @@ import pytest
 from nacl.signing import SigningKey
 
 from walletnode.ledger.commands import CreateCurrency, Entry, Mint, Transfer, decode_entry, encode_entry
-from walletnode.ledger.signing import public_hex, sign, verify_all
+from walletnode.ledger.signing import public_hex, sign
 from walletnode.ledger.state import Ledger, configure_entry
+from walletnode.server.verifier import verify_commands
 
 CLUSTER = "bench"
 MINTER = SigningKey(bytes([3]) * 32)
@@ -49,7 +50,7 @@ def funded_ledger() -> Ledger:
 
 
 def test_verify_a_batch(benchmark, transfers: list[Transfer]) -> None:  # type: ignore[no-untyped-def]
-    assert all(benchmark(verify_all, CLUSTER, transfers))
+    assert all(benchmark(verify_commands, CLUSTER, transfers))
 
 
 def test_encode_and_decode_an_entry(benchmark, transfers: list[Transfer]) -> None:  # type: ignore[no-untyped-def]

@@ -21,9 +21,10 @@ from walletnode.ledger.commands import (
     Transfer,
     encode_entry,
 )
-from walletnode.ledger.signing import public_hex, sign, verify
+from walletnode.ledger.signing import public_hex, sign
 from walletnode.ledger.state import Ledger, configure_entry
 from walletnode.server.machine import LedgerMachine
+from walletnode.server.verifier import verify_commands
 
 CLUSTER = "prop"
 MINTER = SigningKey(bytes([1]) * 32)
@@ -175,7 +176,7 @@ def _change(c: Command) -> Command:
 
 def submit(ledger: Ledger, batch: list[Command]) -> list[Code]:
     """What a node does: verify at ingress, then apply the verified ones as one entry."""
-    ok = [verify(CLUSTER, c) for c in batch]
+    ok = verify_commands(CLUSTER, batch)
     applied = iter(
         ledger.apply_entry_bytes(encode_entry(Entry(commands=tuple(c for c, g in zip(batch, ok, strict=True) if g))))
     )
@@ -203,7 +204,7 @@ def test_ledger_matches_model_and_keeps_invariants(history: list[tuple[Command, 
     for command_id, command in model.applied.items():
         applied = ledger.applied(command_id)
         assert applied is not None and applied.command == command
-        assert verify(CLUSTER, applied.command), "an applied command must carry a valid signature"
+        assert verify_commands(CLUSTER, [applied.command]) == [True], "an applied command must carry a valid signature"
 
 
 @settings(max_examples=60, deadline=None)

@@ -32,6 +32,11 @@ def signed_item(cluster_id: str, command: Command) -> Item:
     return bytes.fromhex(command.signer()), bytes.fromhex(command.signature), command.signing_bytes(cluster_id)
 
 
+def verify_commands(cluster_id: str, commands: Sequence[Command]) -> list[bool]:
+    """One flag per command, checked as one batch on this thread (tests, benchmarks)."""
+    return verify_groups([[signed_item(cluster_id, c) for c in commands]])[0]
+
+
 class Verifier:
     def __init__(self, cluster_id: str, threads: int | None = None) -> None:
         self.cluster_id = cluster_id
