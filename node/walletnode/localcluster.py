@@ -52,6 +52,8 @@ class LocalCluster:
     before_tls: bool = False
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
     extra_args: Sequence[str] = ()
+    # The signing domain. "wallet" is what nodes started with --id and no --name/--cluster-id take.
+    cluster_id: str = "wallet"
     env: dict[str, str] = field(default_factory=dict)
     python: str = sys.executable  # another virtualenv's interpreter runs another version of the node
     processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -164,13 +166,15 @@ class LocalCluster:
             timeout=timeout,
         )
 
-    @property
-    def cluster_id(self) -> str:
-        return "wallet"  # nodes started with --id and no --name/--cluster-id take this name and id
 
     @property
     def raft_addresses(self) -> list[str]:
         return [f"127.0.0.1:{p}" for p in self.raft_ports]
+
+    @property
+    def raft_peers(self) -> dict[int, str]:
+        """Raft id -> address of every member (Raft ids are member ids + 1)."""
+        return {i + 1: address for i, address in enumerate(self.raft_addresses)}
 
     def data_dir(self, i: int) -> str:
         return os.path.join(self.base_dir, f"node-{i}")
@@ -207,6 +211,8 @@ class LocalCluster:
             args += ["--tls-cert", self.cert_file, "--tls-key", self.key_file] if self.tls else ["--insecure-http"]
         for minter in self.minters:
             args += ["--minter", minter]
+        if self.cluster_id != "wallet":
+            args += ["--cluster-id", self.cluster_id]
         return args + list(self.extra_args)
 
     def join_command(self, http_port: int, raft_port: int, admin_port: int) -> list[str]:

@@ -10,15 +10,19 @@ import re
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import httpx
 
 from ..admin_auth import authorization, load_signing_key
+from ..backup.location import location_from, s3_options
 from ..config import ConfigError, NodeConfig, resolve
 from ..consensus.replicator import RaftSettings
 from ..tls import ServerCertificate, client_context
+
+if TYPE_CHECKING:
+    from ..server.runtime import BackupSettings
 
 ALLOW_FAULTS = "WALLETNODE_ALLOW_TEST_FAULTS"
 
@@ -178,6 +182,15 @@ def whoami(**kw: Any) -> None:
     envvar="WALLET_CA",
     help="With --join-via: CA bundle to verify the member's admin API with",
 )
+@s3_options
+@click.option(
+    "--archive-every-s",
+    type=click.FloatRange(0.1, 3600),
+    default=2.0,
+    show_default=True,
+    envvar="WALLET_ARCHIVE_EVERY_S",
+    help="With --backup-endpoint: the leader uploads the entries applied since its last upload this often",
+)
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
 @click.option(
     "--test-fault",
@@ -199,6 +212,7 @@ def serve(
     admin_key: str | None,
     admin_credential: str | None,
     ca_file: str | None,
+    archive_every_s: float,
     log_format: str,
     test_faults: tuple[str, ...],
     **kw: Any,
@@ -211,6 +225,10 @@ def serve(
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    from ..server.runtime import BackupSettings
+
+    location = location_from(kw, required=False)
+    backup = None if location is None else BackupSettings(location, every_s=archive_every_s)
     config = build_config(**kw)
     secret = os.environ.get("WALLET_CLUSTER_SECRET", "")
     if secret_file:
@@ -253,8 +271,9 @@ def serve(
     from ..server.machine import StoreFormatError
 
     try:
-        asyncio.run(_serve(config, secret, settings, Listeners(tls, admin, admin_key), joiner, frozenset(test_faults)))
-    except StoreFormatError as exc:  # a store this version cannot read: say what to do, no traceback
+        listeners = Listeners(tls, admin, admin_key)
+        asyncio.run(_serve(config, secret, settings, listeners, joiner, frozenset(test_faults), backup))
+    except (StoreFormatError, ConfigError) as exc:  # a store this node cannot serve: say what to do
         raise click.ClickException(str(exc)) from None
 
 
@@ -290,6 +309,7 @@ async def _serve(
     listeners: Listeners,
     joiner: Joiner | None,
     faults: frozenset[str],
+    backup: BackupSettings | None,
 ) -> None:
     from aiohttp import web
 
@@ -297,7 +317,7 @@ async def _serve(
     from ..server.runtime import LedgerNode
 
     log = logging.getLogger("walletnode")
-    node = LedgerNode(config, secret, settings, faults, admin_key=listeners.admin_key)
+    node = LedgerNode(config, secret, settings, faults, admin_key=listeners.admin_key, backup=backup)
     if faults:
         log.warning("TEST FAULTS ENABLED: %s", ", ".join(sorted(faults)))
     if listeners.tls is None:

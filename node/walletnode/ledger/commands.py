@@ -168,6 +168,9 @@ class Entry(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=
 
     commands: tuple[Command, ...] = ()
     configure: Configure | None = None
+    #: When the member that took the commands made the entry (unix ms; 0 in entries of before it
+    #: was recorded). Covered by the audit hash; what a point-in-time restore to a time goes by.
+    time_ms: int = 0
 
 
 _entry_encoder = msgspec.msgpack.Encoder()

@@ -7,6 +7,7 @@ settle). Anything else is a bug, logged, and still answered in JSON.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import re
@@ -18,12 +19,15 @@ import msgspec
 from aiohttp import web
 
 from .. import __version__
+from ..backup.archive import ArchiveError
+from ..backup.objectstore import ObjectStoreError
 from ..ledger.codes import Code
 from ..ledger.commands import Command, pattern_error
 from . import identity, openapi
 from .batcher import OutcomeUnknown, Unavailable
 from .runtime import DiskFullError, LedgerNode
 from .schemas import (
+    ArchiveStatus,
     Attestation,
     Balances,
     BatchResults,
@@ -309,6 +313,7 @@ def status_of(node: LedgerNode) -> Status:
         first_log_index=raft["first_log_index"],
         store_bytes=node.machine.size_bytes(),
         version=__version__,
+        archive=None if node.archiver is None else msgspec.convert(node.archiver.status(index), ArchiveStatus),
     )
 
 
@@ -412,6 +417,19 @@ async def post_leadership(request: web.Request) -> web.Response:
     return await _membership(request, "transfer", change.address)
 
 
+async def post_backup(request: web.Request) -> web.Response:
+    """Take a base backup of this member's store now; answers its manifest when it is uploaded."""
+    await require_admin(request)
+    archiver = request.app[NODE_KEY].archiver
+    if archiver is None:
+        raise ApiError(409, "backups_not_configured", "this node has no object store to back up to (--backup-*)")
+    try:
+        manifest = await asyncio.get_running_loop().run_in_executor(None, archiver.base_backup)
+    except (ArchiveError, ObjectStoreError) as exc:
+        raise ApiError(502, "backup_failed", str(exc)) from exc
+    return reply(msgspec.to_builtins(manifest))
+
+
 async def get_openapi(request: web.Request) -> web.Response:
     return web.Response(body=openapi.document_bytes(), content_type="application/json")
 
@@ -457,6 +475,7 @@ def create_admin_app(node: LedgerNode) -> web.Application:
             web.post("/v1/members", post_member),
             web.delete("/v1/members/{address}", delete_member),
             web.post("/v1/leadership", post_leadership),
+            web.post("/v1/backups", post_backup),
             web.get("/v1/status", get_status),
         ]
     )

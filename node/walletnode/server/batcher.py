@@ -181,7 +181,8 @@ class GroupCommitter:
             self._inflight += 1
             self.entries_proposed += 1
             slices = [(len(item.commands), item.future) for item in batch]
-            self._raft.propose(encode_entry(Entry(commands=commands)), self._resolver(slices, slot))
+            entry = Entry(commands=commands, time_ms=time.time_ns() // 1_000_000)
+            self._raft.propose(encode_entry(entry), self._resolver(slices, slot))
 
     def _release(self, slot: _Slot) -> None:
         if not slot.released:

@@ -4,6 +4,8 @@ Layout (every integer big-endian, so keys sort numerically; keys and ids as raw 
 
     meta        b"format"      -> FORMAT
                 b"raft_index"  -> u64, the last Raft index applied (etcd's consistent index)
+                b"domain"      -> the cluster id of a restored ledger (absent in any other)
+                b"lineage"     -> JSON: the ledger and entry a restored ledger was made from
                 b"head"        -> u64 seq + 32-byte audit hash
                 b"minters"     -> 32-byte keys, sorted
                 b"accounts"    -> u64, the number the next new account gets
@@ -203,6 +205,27 @@ class StoreFile:
 
     def sync(self) -> None:
         """Everything committed so far on stable storage."""
+        self.env.sync(True)
+
+    def domain(self) -> str | None:
+        """The signing domain (cluster id) a restored store belongs to; None for any other store."""
+        with self.env.begin() as txn:
+            found = txn.get(b"domain", db=self.dbs[b"meta"])
+        return None if found is None else bytes(found).decode()
+
+    def rebase(self, index: int) -> None:
+        """Say the store is at Raft index `index` (a restore replays into it from 0)."""
+        with self.env.begin(write=True) as txn:
+            set_raft_index(txn, self.dbs, index)
+        self.env.sync(True)
+
+    def become_restored(self, index: int, domain: str, lineage: bytes) -> None:
+        """Make a restored store the state of a new Raft group at `index`, of ledger `domain`,
+        remembering where it came from (`lineage`, JSON)."""
+        with self.env.begin(write=True) as txn:
+            set_raft_index(txn, self.dbs, index)
+            txn.put(b"domain", domain.encode(), db=self.dbs[b"meta"])
+            txn.put(b"lineage", lineage, db=self.dbs[b"meta"])
         self.env.sync(True)
 
     def copy_to(self, fd: int, txn: lmdb.Transaction) -> None:

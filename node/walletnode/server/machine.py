@@ -23,9 +23,11 @@ import msgspec
 
 from ..consensus.durable import fsync_dir, fsync_file
 from ..ledger.codes import Code
+from ..ledger.commands import decode_entry
 from ..ledger.state import Ledger
 from ..ledger.store import StoredEntry
 from .lmdb_store import (
+    FORMAT,
     DiskFull,
     LmdbStore,
     StoreFile,
@@ -69,13 +71,60 @@ class StoreView:
     """One consistent read view of the store, as of Raft index `index` (a snapshot to stream)."""
 
     def __init__(self, file: StoreFile, txn: lmdb.Transaction) -> None:
-        self._file = file
-        self._txn = txn
+        self.file = file
+        self.txn = txn
         self.index = raft_index(txn, file.dbs)
 
     def write_to(self, fd: int) -> None:
         """Write the view, as a compact LMDB file, to `fd`; the leader keeps writing meanwhile."""
-        self._file.copy_to(fd, self._txn)
+        self.file.copy_to(fd, self.txn)
+
+    # What a base backup needs besides the bytes (backup.archive.BaseSource).
+    store_format = FORMAT.decode()
+
+    @functools.cached_property
+    def _head(self) -> tuple[int, bytes, int]:
+        store = LmdbStore(self.file, self.txn)
+        seq, audit_hash = store.head()
+        stored = store.entry(seq) if seq else None
+        return seq, audit_hash, decode_entry(stored.data).time_ms if stored is not None else 0
+
+    @property
+    def seq(self) -> int:
+        return self._head[0]
+
+    @property
+    def audit_hash(self) -> bytes:
+        return self._head[1]
+
+    @property
+    def entry_time_ms(self) -> int:
+        return self._head[2]
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """The view as a compact LMDB file, read from a pipe that `write_to` fills on a thread of
+        its own: the copy is never on disk, and the node keeps writing meanwhile."""
+        read_end, write_end = os.pipe()
+        failure: list[BaseException] = []
+
+        def copy() -> None:
+            try:
+                self.write_to(write_end)
+            except BaseException as exc:  # re-raised by the reader
+                failure.append(exc)
+            finally:
+                os.close(write_end)
+
+        writer = threading.Thread(target=copy, name="store-copy", daemon=True)
+        writer.start()
+        try:
+            with os.fdopen(read_end, "rb", buffering=0) as pipe:
+                while chunk := pipe.read(size):
+                    yield chunk
+        finally:
+            writer.join()
+        if failure:
+            raise failure[0]
 
 
 class LedgerMachine:
@@ -107,6 +156,10 @@ class LedgerMachine:
         with self._lock:
             self._close_unit(abort=True)
             self._file.close()
+
+    def domain(self) -> str | None:
+        """The cluster id a restored ledger must be served as (None: not a restored ledger)."""
+        return self._file.domain()
 
     def size_bytes(self) -> int:
         return os.path.getsize(self.path)

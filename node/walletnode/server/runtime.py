@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from nacl.signing import SigningKey
 
 from ..admin_auth import AdminVerifier
-from ..config import NodeConfig
+from ..backup.archive import Archive
+from ..backup.archiver import Archiver
+from ..backup.objectstore import S3Location, S3Store
+from ..config import ConfigError, NodeConfig
 from ..consensus.replicator import Outcome, RaftSettings, Replicator
 from ..ledger.codes import Code
 from ..ledger.commands import Command
@@ -34,6 +38,12 @@ class DiskFullError(Exception):
     """The data volume is (nearly) full: the write was refused, nothing of it was applied."""
 
 
+@dataclass(frozen=True)
+class BackupSettings:
+    location: S3Location
+    every_s: float = 2.0  # how often the leader uploads what it applied since
+
+
 def raft_id(member: int) -> int:
     """Members are numbered from 0 (pod ordinals); Raft ids from 1 (0 means "none")."""
     return member + 1
@@ -47,9 +57,10 @@ class LedgerNode:
         settings: RaftSettings = RaftSettings(),
         faults: frozenset[str] = frozenset(),
         admin_key: str | None = None,
+        backup: BackupSettings | None = None,
     ) -> None:
         """`secret` seals Raft traffic and nothing else; `admin_key` (hex ed25519 public key), when
-        given, is the only credential the admin API accepts."""
+        given, is the only credential the admin API accepts; `backup`: where to archive."""
         self.config = config
         #: Deliberate misbehaviour for tests (see `walletnode serve --test-fault`); empty in production.
         self.faults = faults
@@ -57,12 +68,23 @@ class LedgerNode:
         self._settings = settings
         self.key: SigningKey = identity.load_or_create(self._ensure_dir(config.data_dir))
         self.machine = LedgerMachine(os.path.join(config.data_dir, "ledger.lmdb"))
+        domain = self.machine.domain()
+        if domain is not None and domain != config.cluster_id:
+            self.machine.close()
+            raise ConfigError(
+                f"{config.data_dir} holds the ledger restored as cluster id {domain!r}: serve it with --cluster-id "
+                f"{domain!r} (the id is its signing domain), not {config.cluster_id!r}"
+            )
         self.metrics = Metrics()
         self.raft: Replicator | None = None
         self.committer: GroupCommitter | None = None
         self.events: EventFeed | None = None
         self.verifier = Verifier(config.cluster_id)
         self.admin = AdminVerifier(admin_key, config.cluster_id, config.name) if admin_key else None
+        self.archiver: Archiver | None = None
+        if backup is not None:
+            archive = Archive(S3Store(backup.location), config.cluster_id)
+            self.archiver = Archiver(archive, self.machine, self._leads, config.name, every_s=backup.every_s)
         self._tasks: list[asyncio.Task[Any]] = []
 
     @staticmethod
@@ -94,12 +116,19 @@ class LedgerNode:
         volume_gauges(self.metrics, self.config.data_dir)
         self.committer = GroupCommitter(self.raft, observe_commit=self.metrics.commit_seconds.observe)
         self._tasks.append(asyncio.create_task(self._keep_minters_configured()))
+        if self.archiver is not None:
+            self._tasks.append(asyncio.create_task(self.archiver.run()))
+
+    def _leads(self) -> bool:
+        return self.raft is not None and self.raft.is_leader
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         if self.raft is not None:
             await self.raft.stop()
+        if self.archiver is not None:
+            self.archiver.close()
         self.machine.close()
         self.verifier.close()
 

@@ -129,6 +129,17 @@ class MemberStatus(msgspec.Struct):
     ] = None
 
 
+class ArchiveStatus(msgspec.Struct):
+    """This member's part in the continuous archive of applied entries (only the leader uploads)."""
+
+    archiving: Annotated[bool, msgspec.Meta(description="this member is uploading applied entries now (the leader)")]
+    archived_seq: Annotated[int | None, msgspec.Meta(description="last entry known to be in the archive")]
+    lag_entries: Annotated[int | None, msgspec.Meta(description="entries applied here and not yet archived")]
+    last_upload_age_s: Annotated[float | None, msgspec.Meta(description="seconds since the last segment upload")]
+    error: Annotated[str | None, msgspec.Meta(description="why the last upload failed (the object store's message)")]
+    last_base_backup: Annotated[str | None, msgspec.Meta(description="name of the last base backup this member took")]
+
+
 class Status(msgspec.Struct):
     """This node's view of itself and of the cluster."""
 
@@ -153,6 +164,7 @@ class Status(msgspec.Struct):
     ]
     store_bytes: Annotated[int, msgspec.Meta(description="size of the ledger store (LMDB file) on disk")]
     version: Annotated[str, msgspec.Meta(description="walletcluster version of the node")]
+    archive: Annotated[ArchiveStatus | None, msgspec.Meta(description="backups: null when not configured")] = None
 
 
 class Error(msgspec.Struct):
