@@ -32,6 +32,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	hack/host-deps
+	hack/s3/build >/dev/null
 	$(BIN)/ruff check node operator tests bench
 	$(BIN)/mypy node/walletnode operator/walletoperator
 	$(BIN)/pytest tests --benchmark-disable

@@ -9,7 +9,7 @@ import secrets
 import signal
 import subprocess
 import time
-from typing import IO
+from typing import Any
 
 import boto3
 import botocore.config
@@ -31,7 +31,6 @@ class S3Server:
         self.access_key = "wallet" + secrets.token_hex(4)
         self.secret_key = secrets.token_hex(16)
         self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
         # Each server also listens on a gRPC port; given explicitly (its default, port + 10000,
         # may be taken or out of range).
         ports = free_ports(9)
@@ -48,7 +47,8 @@ class S3Server:
     def location(self, prefix: str) -> S3Location:
         return S3Location(self.endpoint, self.bucket, prefix, access_key=self.access_key, secret_key=self.secret_key)
 
-    def client(self) -> object:
+    def client(self) -> Any:
+        """A boto3 S3 client with the server's identity."""
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
@@ -79,38 +79,38 @@ class S3Server:
                 f,
             )
         p = self._ports
-        self._log = open(os.path.join(self.base_dir, "weed.log"), "ab")
-        self.process = subprocess.Popen(
-            [
-                weed,
-                "server",
-                f"-dir={data}",
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                f"-master.port={p[1]}",
-                f"-master.port.grpc={p[2]}",
-                "-master.telemetry=false",
-                "-master.volumeSizeLimitMB=1024",
-                f"-volume.port={p[3]}",
-                f"-volume.port.grpc={p[4]}",
-                "-filer",
-                f"-filer.port={p[5]}",
-                f"-filer.port.grpc={p[6]}",
-                "-s3",
-                f"-s3.port={self.port}",
-                f"-s3.port.grpc={p[7]}",
-                f"-s3.config={config}",
-                f"-iam.port={p[8]}",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.base_dir,
-        )
+        with open(os.path.join(self.base_dir, "weed.log"), "ab") as log:  # the child keeps it open
+            self.process = subprocess.Popen(
+                [
+                    weed,
+                    "server",
+                    f"-dir={data}",
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    f"-master.port={p[1]}",
+                    f"-master.port.grpc={p[2]}",
+                    "-master.telemetry=false",
+                    "-master.volumeSizeLimitMB=1024",
+                    f"-volume.port={p[3]}",
+                    f"-volume.port.grpc={p[4]}",
+                    "-filer",
+                    f"-filer.port={p[5]}",
+                    f"-filer.port.grpc={p[6]}",
+                    "-s3",
+                    f"-s3.port={self.port}",
+                    f"-s3.port.grpc={p[7]}",
+                    f"-s3.config={config}",
+                    f"-iam.port={p[8]}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.base_dir,
+            )
         client = self.client()
         deadline = time.monotonic() + timeout
         while True:
             try:
-                client.create_bucket(Bucket=self.bucket)  # type: ignore[attr-defined]
+                client.create_bucket(Bucket=self.bucket)
                 return
             except botocore.exceptions.ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
@@ -135,6 +135,3 @@ class S3Server:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None

@@ -50,6 +50,11 @@ class NodeConfig:
         return [m.raft_address for m in self.members if m.id != self.id]
 
 
+def raft_id(member: int) -> int:
+    """Members are numbered from 0 (pod ordinals); Raft ids from 1 (0 means "none")."""
+    return member + 1
+
+
 def identity_from_hostname(hostname: str) -> tuple[str, int]:
     """`wallet-2` -> ("wallet", 2); anything else is a clear error."""
     match = HOSTNAME.match(hostname)

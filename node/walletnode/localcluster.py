@@ -21,6 +21,7 @@ import httpx
 from nacl.signing import SigningKey
 
 from . import admin_auth, pki
+from .config import raft_id
 from .consensus.durable import replace_atomically
 from .tls import client_context
 
@@ -166,15 +167,14 @@ class LocalCluster:
             timeout=timeout,
         )
 
-
     @property
     def raft_addresses(self) -> list[str]:
         return [f"127.0.0.1:{p}" for p in self.raft_ports]
 
     @property
     def raft_peers(self) -> dict[int, str]:
-        """Raft id -> address of every member (Raft ids are member ids + 1)."""
-        return {i + 1: address for i, address in enumerate(self.raft_addresses)}
+        """Raft id -> address of every member."""
+        return {raft_id(i): address for i, address in enumerate(self.raft_addresses)}
 
     def data_dir(self, i: int) -> str:
         return os.path.join(self.base_dir, f"node-{i}")

@@ -112,10 +112,25 @@ def restore(
     existing = [n for n in os.listdir(data_dir) if n in (STORE_NAME, "raft")]
     if existing:
         raise ArchiveError(f"{data_dir} already holds a ledger ({', '.join(existing)}): restore only into a new one")
-    base = choose_base(archive.bases(), target)
     working = os.path.join(data_dir, STORE_NAME + ".restoring")
-    if os.path.exists(working):
-        os.unlink(working)  # an interrupted restore
+    try:
+        return _restore(archive, info.cluster_id, data_dir, working, target, cluster_id, peers, started)
+    finally:
+        if os.path.exists(working):  # a failed restore leaves nothing behind
+            os.unlink(working)
+
+
+def _restore(
+    archive: Archive,
+    source: str,
+    data_dir: str,
+    working: str,
+    target: Target,
+    cluster_id: str,
+    peers: dict[int, str],
+    started: float,
+) -> Restored:
+    base = choose_base(archive.bases(), target)
     if base is not None:
         archive.download_base(base, working)
         check = StoreFile(working, readonly=True)
@@ -130,7 +145,7 @@ def restore(
         machine.close()
     if target.seq is not None and seq != target.seq:
         raise ArchiveError(f"the archive ends at entry {seq}, before the target entry {target.seq}")
-    lineage = Lineage(cluster_id, info.cluster_id, seq, audit_hash.hex(), time.time())
+    lineage = Lineage(cluster_id, source, seq, audit_hash.hex(), time.time())
     store = StoreFile(working)
     try:
         store.become_restored(RESTORED_INDEX, cluster_id, msgspec.json.encode(lineage))
@@ -148,7 +163,7 @@ def restore(
     fsync_dir(data_dir)
     return Restored(
         data_dir=data_dir,
-        source_cluster_id=info.cluster_id,
+        source_cluster_id=source,
         cluster_id=cluster_id,
         target=target.describe(),
         base=base.name if base is not None else None,

@@ -37,6 +37,7 @@ from ..client import (
 )
 from ..keystore import Keystore, KeystoreError
 from ..ledger.commands import decode_entry
+from .backup import backup, restore
 
 EXIT_DISAGREEMENT = 1
 EXIT_REJECTED = 3
@@ -769,6 +770,9 @@ def completion(shell_name: str) -> None:
     assert cls is not None
     click.echo(cls(main, {}, "walletctl", "_WALLETCTL_COMPLETE").source())
 
+
+main.add_command(backup)
+main.add_command(restore)
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ from ..admin_auth import AdminVerifier
 from ..backup.archive import Archive
 from ..backup.archiver import Archiver
 from ..backup.objectstore import S3Location, S3Store
-from ..config import ConfigError, NodeConfig
+from ..config import ConfigError, NodeConfig, raft_id
 from ..consensus.replicator import Outcome, RaftSettings, Replicator
 from ..ledger.codes import Code
 from ..ledger.commands import Command
@@ -42,11 +42,6 @@ class DiskFullError(Exception):
 class BackupSettings:
     location: S3Location
     every_s: float = 2.0  # how often the leader uploads what it applied since
-
-
-def raft_id(member: int) -> int:
-    """Members are numbered from 0 (pod ordinals); Raft ids from 1 (0 means "none")."""
-    return member + 1
 
 
 class LedgerNode:
