@@ -115,9 +115,10 @@ def restore(
     working = os.path.join(data_dir, STORE_NAME + ".restoring")
     try:
         return _restore(archive, info.cluster_id, data_dir, working, target, cluster_id, peers, started)
-    finally:
-        if os.path.exists(working):  # a failed restore leaves nothing behind
-            os.unlink(working)
+    finally:  # a failed restore leaves nothing behind; a good one, not its lock file
+        for leftover in (working, working + "-lock"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
 
 
 def _restore(
