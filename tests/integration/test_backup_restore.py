@@ -331,3 +331,48 @@ def test_wrong_credentials_an_unreachable_store_and_a_corrupt_object_are_reporte
     assert not [n for n in os.listdir(target.data_dir(0)) if n.startswith("ledger.lmdb")]
     checked = walletctl(env, "backup", "verify", *backup_args(s3, "corrupt"))
     assert checked.returncode == 1 and "is corrupt" in checked.stderr, checked.stderr
+
+
+def test_prune_deletes_what_retention_lets_go_and_what_it_keeps_still_restores(
+    s3: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    source = archived_cluster(str(tmp_path_factory.mktemp("source")), s3, "pruned")
+    names = []
+    try:
+        client = WalletClient(source.urls, **source.trust)
+        funded(client, [ALICE], 1000)
+        for round_ in range(3):
+            for _ in range(10):
+                assert client.transfer(ALICE, public_hex(BOB), "USD", 1) == "ok"
+            answer = source.admin_request(round_, "POST", "/v1/backups", timeout=60)
+            assert answer.status_code == 200, answer.text
+            names.append(answer.json()["name"])
+            time.sleep(1.5 if round_ < 2 else 0)
+        for _ in range(10):
+            assert client.transfer(ALICE, public_hex(BOB), "USD", 1) == "ok"
+        leader = source.leader()
+        assert leader is not None
+        last = wait_archived(source, leader)
+    finally:
+        source.stop_all()
+    env = {**os.environ, **s3.env()}
+    window = str(1.2 / 86_400)  # 1.2 s: the first two bases are older, the third is not
+    dry = walletctl(
+        env, "-o", "json", "backup", "prune", "--keep-days", window, "--dry-run", *backup_args(s3, "pruned")
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["bases"] == names[:2]
+    listed = walletctl(env, "-o", "json", "backup", "list", *backup_args(s3, "pruned"))
+    assert [b["name"] for b in json.loads(listed.stdout)["bases"]] == names  # a dry run deletes nothing
+    pruned = walletctl(env, *prune)
+    assert pruned.returncode == 0, pruned.stderr
+    listing = json.loads(walletctl(env, "-o", "json", "backup", "list", *backup_args(s3, "pruned")).stdout)
+    kept = listing["bases"][0]
+    assert [b["name"] for b in listing["bases"]] == [names[2]]
+    assert listing["archived_entries"][0] <= kept["seq"] + 1 and listing["archived_entries"][1] == last["audit_index"]
+    target = LocalCluster(str(tmp_path_factory.mktemp("target")), [public_hex(MINTER)], 1)
+    early = walletctl_restore(s3, "pruned", target, 0, "wallet-early", target=str(kept["seq"] - 1))
+    assert early.returncode == 1, "a point before the oldest kept base is gone"
+    done = walletctl_restore(s3, "pruned", target, 0, "wallet-late")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["audit_hash"] == last["audit_hash"]

@@ -252,6 +252,15 @@ class Archive:
         self.store.put(f"{name}/manifest.json", msgspec.json.encode(manifest))
         return manifest
 
+    def delete(self, bases: list[BaseManifest], segments: list[Segment]) -> None:
+        """Delete base backups (each manifest first: a base without one is incomplete, never
+        taken for whole) and segments."""
+        if bases:
+            self.store.delete([f"{b.name}/manifest.json" for b in bases])
+            self.store.delete([b.object_key for b in bases])
+        if segments:
+            self.store.delete([s.key for s in segments])
+
     def download_base(self, manifest: BaseManifest, path: str) -> None:
         """Write the base's store to `path` (fsynced), checking its size and checksum."""
         digest = hashlib.sha256()

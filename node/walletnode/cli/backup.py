@@ -154,6 +154,40 @@ def backup_verify(ctx: Context, name: str | None, **kw: Any) -> None:
     )
 
 
+@backup.command("prune")
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0, min_open=True),
+    required=True,
+    help="Keep base backups younger than this many days",
+)
+@click.option(
+    "--keep-bases",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="And at least this many of the newest, whatever their age",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing")
+@s3_options
+@click.pass_obj
+def backup_prune(ctx: Context, keep_days: float, keep_bases: int, dry_run: bool, **kw: Any) -> None:
+    """Delete the base backups the retention policy lets go, and the archived entries no kept
+    base backup needs (every point from the oldest kept base on stays restorable)."""
+    from ..backup.retention import Policy, expired
+
+    archive = _archive(kw)
+    try:
+        gone = expired(archive.bases(), archive.segments(), Policy(keep_days, keep_bases), time.time())
+        if not dry_run:
+            archive.delete(gone.bases, gone.segments)
+    except _archive_errors() as exc:
+        _fail(str(exc))
+    data = {"dry_run": dry_run, "bases": [b.name for b in gone.bases], "segments": [s.key for s in gone.segments]}
+    verb = "would delete" if dry_run else "deleted"
+    ctx.emit(data, lambda: f"{verb} {len(gone.bases)} base backups and {len(gone.segments)} segments")
+
+
 def parse_target(text: str) -> Target:
     """latest, an entry number, or an ISO 8601 time (UTC unless it says otherwise)."""
     from ..backup.restore import Target
