@@ -357,9 +357,8 @@ def test_prune_deletes_what_retention_lets_go_and_what_it_keeps_still_restores(
         source.stop_all()
     env = {**os.environ, **s3.env()}
     window = str(1.2 / 86_400)  # 1.2 s: the first two bases are older, the third is not
-    dry = walletctl(
-        env, "-o", "json", "backup", "prune", "--keep-days", window, "--dry-run", *backup_args(s3, "pruned")
-    )
+    prune = ("-o", "json", "backup", "prune", "--keep-days", window, *backup_args(s3, "pruned"))
+    dry = walletctl(env, *prune, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["bases"] == names[:2]
     listed = walletctl(env, "-o", "json", "backup", "list", *backup_args(s3, "pruned"))
