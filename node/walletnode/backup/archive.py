@@ -216,6 +216,7 @@ class Archive:
 
     def put_base(self, view: BaseSource, member: str) -> BaseManifest:
         """Upload one consistent read view of the store, compressed, then its manifest."""
+        self.claim()
         started = time.time()
         name = f"base/{view.seq:020d}-{_utc(started)}"
         digest = hashlib.sha256()

@@ -121,7 +121,6 @@ class Archiver:
         if not self._base_lock.acquire(blocking=False):
             raise ArchiveError("a base backup is being taken on this member already")
         try:
-            self.archive.claim()
             view: BaseSource
             with self.ledger.snapshot() as view:
                 manifest = self.archive.put_base(view, self.member)
