@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Annotated, Protocol
 
 import msgspec
 import zstandard
@@ -69,18 +69,18 @@ class BaseSource(Protocol):
 class BaseManifest(msgspec.Struct, frozen=True):
     """One base backup: the store after entry `seq`, whose audit hash is `audit_hash`."""
 
-    name: str  # base/<seq>-<time>
-    seq: int
-    audit_hash: str
-    entry_time_ms: int  # when entry `seq` was made (0: genesis or unknown)
-    cluster_id: str
-    member: str  # which member's store it was taken from
-    store_format: str
-    store_bytes: int  # the uncompressed LMDB file
-    object_bytes: int  # store.zst
-    sha256: str  # of store.zst
-    started: float  # unix seconds
-    finished: float
+    name: Annotated[str, msgspec.Meta(description="base/<seq>-<UTC time>: where it is in the archive")]
+    seq: Annotated[int, msgspec.Meta(description="the last entry the store holds")]
+    audit_hash: Annotated[str, msgspec.Meta(description="audit hash after entry seq, 64 hex chars")]
+    entry_time_ms: Annotated[int, msgspec.Meta(description="when entry seq was made, unix ms (0: unknown)")]
+    cluster_id: Annotated[str, msgspec.Meta(description="the ledger (signing domain) it is of")]
+    member: Annotated[str, msgspec.Meta(description="the member whose store it was taken from")]
+    store_format: Annotated[str, msgspec.Meta(description="format of the store inside")]
+    store_bytes: Annotated[int, msgspec.Meta(description="size of the store (a compact LMDB file)")]
+    object_bytes: Annotated[int, msgspec.Meta(description="size of store.zst, the object uploaded")]
+    sha256: Annotated[str, msgspec.Meta(description="sha256 of store.zst")]
+    started: Annotated[float, msgspec.Meta(description="unix time the backup began")]
+    finished: Annotated[float, msgspec.Meta(description="unix time its manifest was written")]
 
     @property
     def object_key(self) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from .. import __version__
+from ..backup.archive import BaseManifest
 from .schemas import (
     Balances,
     BatchResults,
@@ -61,8 +62,10 @@ ERROR_CODES: list[tuple[str, int, str]] = [
     ("method_not_allowed", 405, "a method the route does not have (the Allow header lists those it has)"),
     ("no_leader", 409, "a membership change or leadership transfer that no leader took: nothing changed"),
     ("unknown", 409, "a membership change or leadership transfer whose outcome was not known within 10 s"),
+    ("backups_not_configured", 409, "POST /v1/backups to a node started without an object store (--backup-*)"),
     ("body_too_large", 413, "a body over 8 MiB"),
     ("internal", 500, "a bug: the node logged it"),
+    ("backup_failed", 502, "the object store refused or could not be reached: the message is its own"),
     ("unavailable", 503, "no leader with a quorum known: nothing was applied, retry anywhere"),
     ("outcome_unknown", 503, "the entry was proposed and its fate is not known: send the same commands again"),
     (
@@ -162,6 +165,7 @@ def document() -> dict[str, Any]:
             Error,
             MemberChange,
             LeadershipTransfer,
+            BaseManifest,
         ],
         ref_template=REF,
     )
@@ -282,6 +286,16 @@ def document() -> dict[str, Any]:
                     "security": admin,
                     "requestBody": {"required": True, "content": _json("LeadershipTransfer")},
                     "responses": {"200": {"description": "transferred"}, **_errors(*ADMIN_ERRORS)},
+                }
+            },
+            "/v1/backups": {
+                "post": {
+                    "summary": "Take a base backup of this member's store now (admin port; signed with the admin key)",
+                    "security": admin,
+                    "responses": {
+                        "200": {"description": "uploaded; its manifest", "content": _json("BaseManifest")},
+                        **_errors("unauthorized", "backups_not_configured", "backup_failed"),
+                    },
                 }
             },
             "/healthz": _plain("Liveness", "application/json"),
