@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/pytest tests/bench --benchmark-only --benchmark-json=bench/hot-paths.json
 	$(BIN)/python -m bench.run --update-doc docs/benchmarks.md
 	$(BIN)/python -m bench.history --transfers $(HISTORY) --update-doc docs/benchmarks.md
+	$(BIN)/python -m bench.backup --out bench/backup.json
 
 test-k8s: $(STAMP)
 	hack/k8s/up --with-node
