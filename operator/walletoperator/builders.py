@@ -7,13 +7,24 @@ hand edit of an owned field is reverted by the next apply.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from typing import Any
 
 from . import credentials
 from .credentials import Credentials
-from .spec import ADMIN_PORT, GROUP, HTTP_PORT, RAFT_PORT, VERSION, ClusterRef, Spec, peer_service_name
+from .spec import (
+    ADMIN_PORT,
+    GROUP,
+    HTTP_PORT,
+    RAFT_PORT,
+    VERSION,
+    BackupSpec,
+    ClusterRef,
+    Spec,
+    peer_service_name,
+)
 
 SECRET_KEY = "secret"
 TLS_DIR = "/etc/walletcluster/tls"
@@ -250,6 +261,7 @@ def config_hash(spec: Spec) -> str:
         spec.affinity,
         list(spec.tolerations),
         spec.node_selector,
+        dataclasses.asdict(spec.backup) if spec.backup else None,
     ]
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -286,6 +298,29 @@ def node_args(ref: ClusterRef, spec: Spec, members: int) -> list[str]:
         str(spec.election_timeout_ms),
         "--join",
     ]
+
+
+BACKUP_CA_DIR = "/etc/walletcluster/backup-ca"
+
+
+def backup_env(ref: ClusterRef, backup: BackupSpec) -> list[dict[str, Any]]:
+    """The node's backup settings (walletnode serve reads them from these variables); the
+    credentials straight from the user's Secret, never through the operator."""
+    env: list[dict[str, Any]] = [
+        {"name": "WALLET_BACKUP_ENDPOINT", "value": backup.endpoint},
+        {"name": "WALLET_BACKUP_BUCKET", "value": backup.bucket},
+        {"name": "WALLET_BACKUP_PREFIX", "value": backup.prefix or f"{ref.namespace}/{ref.name}"},
+        {"name": "WALLET_BACKUP_REGION", "value": backup.region},
+        {"name": "WALLET_ARCHIVE_EVERY_S", "value": str(backup.archive_every_s)},
+    ]
+    for name, key in (
+        ("AWS_ACCESS_KEY_ID", backup.access_key_id_key),
+        ("AWS_SECRET_ACCESS_KEY", backup.secret_access_key_key),
+    ):
+        env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": backup.credentials_secret, "key": key}}})
+    if backup.ca_secret:
+        env.append({"name": "WALLET_BACKUP_CA", "value": f"{BACKUP_CA_DIR}/{backup.ca_key}"})
+    return env
 
 
 def stateful_set(ref: ClusterRef, spec: Spec, pods: int, members: int) -> Manifest:
@@ -340,6 +375,8 @@ def stateful_set(ref: ClusterRef, spec: Spec, pods: int, members: int) -> Manife
     }
     if spec.resources:
         container["resources"] = spec.resources
+    if spec.backup:
+        container["env"] += backup_env(ref, spec.backup)
     pod_spec: dict[str, Any] = {
         "serviceAccountName": ref.name,
         "automountServiceAccountToken": False,
@@ -353,6 +390,9 @@ def stateful_set(ref: ClusterRef, spec: Spec, pods: int, members: int) -> Manife
             {"name": "tls", "secret": {"secretName": tls_secret_name(ref)}},
         ],
     }
+    if spec.backup and spec.backup.ca_secret:
+        container["volumeMounts"].append({"name": "backup-ca", "mountPath": BACKUP_CA_DIR, "readOnly": True})
+        pod_spec["volumes"].append({"name": "backup-ca", "secret": {"secretName": spec.backup.ca_secret}})
     if spec.affinity:
         pod_spec["affinity"] = spec.affinity
     if spec.tolerations:

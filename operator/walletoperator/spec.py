@@ -25,6 +25,39 @@ def peer_service_name(ref: ClusterRef) -> str:
 
 
 @dataclass(frozen=True)
+class BackupSpec:
+    """spec.backup: where the nodes archive (docs/operations.md, "Backups and restore")."""
+
+    endpoint: str
+    bucket: str
+    prefix: str  # "" : <namespace>/<name>
+    region: str
+    credentials_secret: str
+    access_key_id_key: str
+    secret_access_key_key: str
+    ca_secret: str | None
+    ca_key: str
+    archive_every_s: int
+
+    @classmethod
+    def parse(cls, backup: dict[str, Any]) -> BackupSpec:
+        credentials = backup["credentialsSecret"]
+        ca = backup.get("caSecret") or {}
+        return cls(
+            endpoint=backup["endpoint"],
+            bucket=backup["bucket"],
+            prefix=backup.get("prefix", ""),
+            region=backup.get("region", "us-east-1"),
+            credentials_secret=credentials["name"],
+            access_key_id_key=credentials.get("accessKeyIdKey", "AWS_ACCESS_KEY_ID"),
+            secret_access_key_key=credentials.get("secretAccessKeyKey", "AWS_SECRET_ACCESS_KEY"),
+            ca_secret=ca.get("name"),
+            ca_key=ca.get("key", "ca.crt"),
+            archive_every_s=int(backup.get("archiveEverySeconds", 2)),
+        )
+
+
+@dataclass(frozen=True)
 class Spec:
     replicas: int = 3
     image: str = "walletcluster/node:dev"
@@ -46,6 +79,7 @@ class Spec:
     renew_before_days: int = 7
     #: A cert-manager issuer ({name, kind, group}) that issues the server certificate instead of the operator's CA.
     issuer_ref: dict[str, str] | None = None
+    backup: BackupSpec | None = None
 
     @classmethod
     def parse(cls, spec: dict[str, Any]) -> Spec:
@@ -82,4 +116,5 @@ class Spec:
                 if issuer
                 else None
             ),
+            backup=BackupSpec.parse(spec["backup"]) if spec.get("backup") else None,
         )

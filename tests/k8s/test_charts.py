@@ -75,6 +75,15 @@ BAD_LEDGER_VALUES = [
     ({"name": "w" * 53}, "at '/name': maxLength: got 53, want 52"),
     ({"paused": "maybe"}, "at '/paused': got string, want boolean"),
     ({"replica": "3"}, "additional properties 'replica' not allowed"),
+    (
+        {"backup.endpoint": "s3.example.com", "backup.bucket": "ledgers", "backup.credentialsSecret.name": "keys"},
+        "at '/backup/endpoint': 's3.example.com' does not match pattern",
+    ),
+    ({"backup.endpoint": "https://s3.example.com", "backup.bucket": "ledgers"}, "at '/backup': missing property"),
+    (
+        {"backup.endpoint": "https://s3", "backup.bucket": "Ledgers", "backup.credentialsSecret.name": "k"},
+        "at '/backup/bucket': 'Ledgers' does not match pattern",
+    ),
 ]
 
 

@@ -118,6 +118,16 @@ def test_invalid_walletclusters_are_rejected_with_clear_messages(crd: None, kube
     assert "should be greater than or equal to 1" in rejected(
         kubectl, namespace, cluster("other", tls={"certificateDays": 0})
     )
+    backup = {"endpoint": "https://s3.example.com", "bucket": "ledgers", "credentialsSecret": {"name": "keys"}}
+    assert "backup.endpoint must be an http:// or https:// URL" in rejected(
+        kubectl, namespace, cluster("other", backup={**backup, "endpoint": "s3.example.com"})
+    )
+    assert "backup.bucket must be a bucket name" in rejected(
+        kubectl, namespace, cluster("other", backup={**backup, "bucket": "Ledgers"})
+    )
+    assert "credentialsSecret: Required value" in rejected(
+        kubectl, namespace, cluster("other", backup={"endpoint": "https://s3.example.com", "bucket": "ledgers"})
+    )
 
 
 class Operator:

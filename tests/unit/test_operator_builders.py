@@ -77,6 +77,35 @@ def test_statefulset_shape() -> None:
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
 
 
+def test_with_spec_backup_the_nodes_archive_with_the_users_secret_and_ca() -> None:
+    backup = {
+        "endpoint": "https://s3.example.com",
+        "bucket": "ledgers",
+        "credentialsSecret": {"name": "s3-keys", "accessKeyIdKey": "id"},
+        "caSecret": {"name": "s3-ca"},
+    }
+    sts = builders.stateful_set(REF, spec(backup=backup), 3, 3)
+    pod_spec = sts["spec"]["template"]["spec"]
+    (container,) = pod_spec["containers"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["WALLET_BACKUP_ENDPOINT"] == "https://s3.example.com" and env["WALLET_BACKUP_BUCKET"] == "ledgers"
+    assert env["WALLET_BACKUP_PREFIX"] == "prod/wallet", "each ledger its own prefix by default"
+    assert env["WALLET_ARCHIVE_EVERY_S"] == "2" and env["WALLET_BACKUP_REGION"] == "us-east-1"
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "s3-keys", "key": "id"}}
+    assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "s3-keys", "key": "AWS_SECRET_ACCESS_KEY"}}
+    assert env["WALLET_BACKUP_CA"] == "/etc/walletcluster/backup-ca/ca.crt"
+    assert {"name": "backup-ca", "secret": {"secretName": "s3-ca"}} in pod_spec["volumes"]
+    assert {"name": "backup-ca", "mountPath": "/etc/walletcluster/backup-ca", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    # Turning backups on or changing where they go restarts the pods (the node reads them at start).
+    assert builders.config_hash(spec(backup=backup)) != builders.config_hash(spec())
+    assert builders.config_hash(spec(backup={**backup, "bucket": "other"})) != builders.config_hash(spec(backup=backup))
+    plain = builders.stateful_set(REF, spec(), 3, 3)["spec"]["template"]["spec"]
+    assert not [e for e in plain["containers"][0]["env"] if "BACKUP" in e["name"] or e["name"].startswith("AWS_")]
+    assert "backup-ca" not in {v["name"] for v in plain["volumes"]}
+
+
 @pytest.mark.parametrize(("replicas", "quorum"), [(1, 1), (3, 2), (5, 3), (7, 4)])
 def test_pdb_preserves_the_quorum(replicas: int, quorum: int) -> None:
     assert builders.pod_disruption_budget(REF, spec(replicas=replicas))["spec"]["minAvailable"] == quorum
