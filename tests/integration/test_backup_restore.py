@@ -296,8 +296,10 @@ def test_wrong_credentials_an_unreachable_store_and_a_corrupt_object_are_reporte
 ) -> None:
     wrong = {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
     closed = LocalCluster(str(tmp_path_factory.mktemp("x")), [], 1).http_ports[0]  # a port nobody listens on
+    # The location by environment variables here (as the operator passes it), by flags below.
+    by_env = {"WALLET_BACKUP_ENDPOINT": s3.endpoint, "WALLET_BACKUP_BUCKET": s3.bucket, "WALLET_BACKUP_PREFIX": "bad"}
     cases = {
-        "wrong credentials": (backup_args(s3, "bad"), wrong, "SignatureDoesNotMatch"),
+        "wrong credentials": ((), {**wrong, **by_env}, "SignatureDoesNotMatch"),
         "unreachable": (
             ("--backup-endpoint", f"http://127.0.0.1:{closed}", "--backup-bucket", "backups"),
             s3.env(),
