@@ -17,6 +17,7 @@ has a base to be replayed onto.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -36,9 +37,7 @@ class ArchivedLedger(Protocol):
 
     def entries(self, after: int, limit: int) -> list[StoredEntry]: ...
 
-    def snapshot(self) -> Any:
-        """A context manager yielding a `BaseSource`."""
-        ...
+    def snapshot(self) -> contextlib.AbstractContextManager[BaseSource]: ...
 
 
 class Archiver:
@@ -121,7 +120,6 @@ class Archiver:
         if not self._base_lock.acquire(blocking=False):
             raise ArchiveError("a base backup is being taken on this member already")
         try:
-            view: BaseSource
             with self.ledger.snapshot() as view:
                 manifest = self.archive.put_base(view, self.member)
             self.last_base = manifest
