@@ -27,7 +27,7 @@ import msgspec
 from ..consensus.durable import fsync_dir
 from ..consensus.log_store import DiskLog
 from ..consensus.messages import ConfState, HardState, SnapshotMeta
-from ..server.lmdb_store import StoreFile
+from ..server.lmdb_store import StoreFile, StoreFormatError
 from ..server.machine import LedgerMachine
 from .archive import Archive, ArchiveError, BaseManifest
 
@@ -134,8 +134,10 @@ def _restore(
     base = choose_base(archive.bases(), target)
     if base is not None:
         archive.download_base(base, working)
-        check = StoreFile(working, readonly=True)
-        check.close()
+        try:
+            StoreFile(working, readonly=True).close()
+        except StoreFormatError as exc:  # a store of another format: say so, like a corrupt one
+            raise ArchiveError(f"{base.name}: {exc}") from exc
     seq, audit_hash = (base.seq, bytes.fromhex(base.audit_hash)) if base is not None else (0, bytes(32))
     replayed = _replay(archive, working, seq, audit_hash, target)
     machine = LedgerMachine(working)
