@@ -9,7 +9,7 @@ import tempfile
 import msgspec
 
 from ..ledger.commands import GENESIS, chain
-from ..server.lmdb_store import LmdbStore, StoreFile
+from ..server.lmdb_store import LmdbStore, StoreFile, StoreFormatError
 from .archive import Archive, ArchiveError, BaseManifest
 
 
@@ -27,7 +27,10 @@ def verify_base(archive: Archive, manifest: BaseManifest, workdir: str | None = 
     with tempfile.TemporaryDirectory(dir=workdir, prefix="walletctl-verify-") as tmp:
         path = os.path.join(tmp, "store.lmdb")
         archive.download_base(manifest, path)
-        file = StoreFile(path, readonly=True)
+        try:
+            file = StoreFile(path, readonly=True)
+        except StoreFormatError as exc:
+            raise ArchiveError(f"{manifest.name}: {exc}") from exc
         try:
             with file.env.begin() as txn:
                 store = LmdbStore(file, txn)
