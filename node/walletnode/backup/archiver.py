@@ -9,9 +9,9 @@ uploads once more writes entries the new one writes too, byte for byte the same.
 point is what was applied in the last `every_s` seconds plus one upload, measured by the
 `archive_lag` figures of /v1/status.
 
-When the archive is new and the ledger is not (archiving was turned on later, or this ledger was
-restored from another), the first thing archived is a base backup, so that every archived entry
-has a base to be replayed onto.
+A new archive starts at entry 1: the store keeps every entry since genesis, so even a ledger that
+turns archiving on late (or was itself restored from another) archives its whole history, and a
+restore without any base backup replays it from genesis. Base backups only make restores faster.
 """
 
 from __future__ import annotations
@@ -99,8 +99,6 @@ class Archiver:
             self.archive.claim()
             bases = self.archive.bases()
             self.archived = max(self.archive.last_archived(), max((b.seq for b in bases), default=0))
-            if self.archived == 0 and self.ledger.entries(0, 1):
-                self.archived = self.base_backup().seq
         while True:
             batch: list[StoredEntry] = []
             size = 0
