@@ -68,7 +68,13 @@ def authorization(
 def load_signing_key(path: str) -> SigningKey:
     """A private admin key stored as 64 hex characters (its seed)."""
     with open(path) as f:
-        return SigningKey(bytes.fromhex(f.read().strip()))
+        text = f.read().strip()
+    if len(text) != 64:
+        raise ValueError(f"{path} does not hold an admin key (64 hex characters; it holds {len(text)})")
+    try:
+        return SigningKey(bytes.fromhex(text))
+    except ValueError:
+        raise ValueError(f"{path} does not hold an admin key: not hexadecimal") from None
 
 
 def public_hex(key: SigningKey) -> str:

@@ -9,7 +9,7 @@ import time
 
 import kopf
 
-from . import handlers  # noqa: F401 - registers the handlers
+from . import backups, handlers  # noqa: F401 - registers the handlers
 
 
 def default_priority() -> int:

@@ -19,9 +19,10 @@ from .spec import (
     GROUP,
     HTTP_PORT,
     RAFT_PORT,
+    RESTORE_CONTAINER,
     VERSION,
-    BackupSpec,
     ClusterRef,
+    Location,
     Spec,
     peer_service_name,
 )
@@ -261,13 +262,18 @@ def config_hash(spec: Spec) -> str:
         spec.affinity,
         list(spec.tolerations),
         spec.node_selector,
-        dataclasses.asdict(spec.backup) if spec.backup else None,
+        # Where the nodes archive (read at start); the schedule and retention are the operator's.
+        [dataclasses.asdict(spec.backup.location), spec.backup.archive_every_s] if spec.backup else None,
     ]
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cluster_id(ref: ClusterRef) -> str:
-    """The nodes' signing domain (`--cluster-id`): also what admin requests are signed for."""
+    """The nodes' signing domain (`--cluster-id`): also what admin requests are signed for. A
+    restored cluster is a new ledger: its id carries its own uid, so it never equals its source's
+    (even one of the same namespace and name) and transfers signed for the source are void on it."""
+    if ref.restored:
+        return f"{ref.namespace}/{ref.name}@{ref.uid[:8]}"
     return f"{ref.namespace}/{ref.name}"
 
 
@@ -301,30 +307,75 @@ def node_args(ref: ClusterRef, spec: Spec, members: int) -> list[str]:
 
 
 BACKUP_CA_DIR = "/etc/walletcluster/backup-ca"
+RECOVERY_CA_DIR = "/etc/walletcluster/recovery-ca"
 
 
-def backup_env(ref: ClusterRef, backup: BackupSpec) -> list[dict[str, Any]]:
-    """The node's backup settings (walletnode serve reads them from these variables); the
+def location_env(where: Location, prefix: str, ca_dir: str) -> list[dict[str, Any]]:
+    """An object store location as the variables `walletnode serve` and `walletctl` read; the
     credentials straight from the user's Secret, never through the operator."""
     env: list[dict[str, Any]] = [
-        {"name": "WALLET_BACKUP_ENDPOINT", "value": backup.endpoint},
-        {"name": "WALLET_BACKUP_BUCKET", "value": backup.bucket},
-        {"name": "WALLET_BACKUP_PREFIX", "value": backup.prefix or f"{ref.namespace}/{ref.name}"},
-        {"name": "WALLET_BACKUP_REGION", "value": backup.region},
-        {"name": "WALLET_ARCHIVE_EVERY_S", "value": str(backup.archive_every_s)},
+        {"name": "WALLET_BACKUP_ENDPOINT", "value": where.endpoint},
+        {"name": "WALLET_BACKUP_BUCKET", "value": where.bucket},
+        {"name": "WALLET_BACKUP_PREFIX", "value": where.prefix or prefix},
+        {"name": "WALLET_BACKUP_REGION", "value": where.region},
     ]
     for name, key in (
-        ("AWS_ACCESS_KEY_ID", backup.access_key_id_key),
-        ("AWS_SECRET_ACCESS_KEY", backup.secret_access_key_key),
+        ("AWS_ACCESS_KEY_ID", where.access_key_id_key),
+        ("AWS_SECRET_ACCESS_KEY", where.secret_access_key_key),
     ):
-        env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": backup.credentials_secret, "key": key}}})
-    if backup.ca_secret:
-        env.append({"name": "WALLET_BACKUP_CA", "value": f"{BACKUP_CA_DIR}/{backup.ca_key}"})
+        env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": where.credentials_secret, "key": key}}})
+    if where.ca_secret:
+        env.append({"name": "WALLET_BACKUP_CA", "value": f"{ca_dir}/{where.ca_key}"})
     return env
 
 
-def stateful_set(ref: ClusterRef, spec: Spec, pods: int, members: int) -> Manifest:
-    """`pods` is how many pods to run now (the operator moves it one member at a time)."""
+def _ca_volume(pod_spec: dict[str, Any], container: dict[str, Any], name: str, where: Location, path: str) -> None:
+    if where.ca_secret:
+        container["volumeMounts"].append({"name": name, "mountPath": path, "readOnly": True})
+        pod_spec["volumes"].append({"name": name, "secret": {"secretName": where.ca_secret}})
+
+
+def restore_container(ref: ClusterRef, spec: Spec, security: dict[str, Any]) -> dict[str, Any]:
+    """spec.bootstrap.recovery: `walletctl restore` into member 0's empty volume, before the node
+    starts. Member 0 is the new ledger's only founding member; the others join it (the operator
+    adds them) and are sent its store, so every member holds the same state by construction. Any
+    other pod, or a volume that already holds a ledger (a restart), passes through."""
+    assert spec.recovery is not None
+    return {
+        "name": RESTORE_CONTAINER,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["walletctl", "restore"],
+        "args": [
+            "--data-dir",
+            "/data",
+            "--cluster-id",
+            cluster_id(ref),
+            "--peers",
+            raft_address(ref, 0),
+            "--target",
+            spec.recovery.target,
+            "--for-member",
+            "$(POD_NAME)",
+            "--if-empty",
+        ],
+        # Nothing of it is a default a user could mean for the source: the source prefix is explicit
+        # or the source cluster's default (<namespace>/<name> of a cluster that was not restored).
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            *location_env(spec.recovery.source, f"{ref.namespace}/{ref.name}", RECOVERY_CA_DIR),
+        ],
+        # A failed restore's last words (walletctl's error) become the status's termination message,
+        # which the operator puts in a condition and an Event.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": security,
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+def stateful_set(ref: ClusterRef, spec: Spec, pods: int, members: int, restoring: bool = False) -> Manifest:
+    """`pods` is how many pods to run now (the operator moves it one member at a time); `restoring`:
+    the recovery of spec.bootstrap is not done yet (pods get the restore init container)."""
     container: dict[str, Any] = {
         "name": "node",
         "image": spec.image,
@@ -376,7 +427,8 @@ def stateful_set(ref: ClusterRef, spec: Spec, pods: int, members: int) -> Manife
     if spec.resources:
         container["resources"] = spec.resources
     if spec.backup:
-        container["env"] += backup_env(ref, spec.backup)
+        container["env"] += location_env(spec.backup.location, cluster_id(ref), BACKUP_CA_DIR)
+        container["env"].append({"name": "WALLET_ARCHIVE_EVERY_S", "value": str(spec.backup.archive_every_s)})
     pod_spec: dict[str, Any] = {
         "serviceAccountName": ref.name,
         "automountServiceAccountToken": False,
@@ -390,9 +442,12 @@ def stateful_set(ref: ClusterRef, spec: Spec, pods: int, members: int) -> Manife
             {"name": "tls", "secret": {"secretName": tls_secret_name(ref)}},
         ],
     }
-    if spec.backup and spec.backup.ca_secret:
-        container["volumeMounts"].append({"name": "backup-ca", "mountPath": BACKUP_CA_DIR, "readOnly": True})
-        pod_spec["volumes"].append({"name": "backup-ca", "secret": {"secretName": spec.backup.ca_secret}})
+    if spec.backup:
+        _ca_volume(pod_spec, container, "backup-ca", spec.backup.location, BACKUP_CA_DIR)
+    if spec.recovery is not None and restoring:
+        init = restore_container(ref, spec, container["securityContext"])
+        pod_spec["initContainers"] = [init]
+        _ca_volume(pod_spec, init, "recovery-ca", spec.recovery.source, RECOVERY_CA_DIR)
     if spec.affinity:
         pod_spec["affinity"] = spec.affinity
     if spec.tolerations:
@@ -432,7 +487,13 @@ def stateful_set(ref: ClusterRef, spec: Spec, pods: int, members: int) -> Manife
 
 
 def desired(
-    ref: ClusterRef, spec: Spec, secret_value: str, pods: int, members: int, creds: Credentials
+    ref: ClusterRef,
+    spec: Spec,
+    secret_value: str,
+    pods: int,
+    members: int,
+    creds: Credentials,
+    restoring: bool = False,
 ) -> list[Manifest]:
     """Every object a WalletCluster owns, in the order they should be applied."""
     optional = [certificate(ref, spec), ca_config_map(ref, creds)]
@@ -446,5 +507,5 @@ def desired(
         client_service(ref, spec),
         pod_disruption_budget(ref, spec),
         network_policy(ref),
-        stateful_set(ref, spec, pods, members),
+        stateful_set(ref, spec, pods, members, restoring),
     ]

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .spec import RESTORE_CONTAINER
+
 # Waiting reasons of a container whose image the kubelet cannot get.
 IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"})
 # Waiting reasons of a container that cannot be created or keeps failing.
@@ -40,6 +42,10 @@ def pod_problem(pod: Mapping[str, Any]) -> Problem | None:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
             why = condition.get("message") or condition.get("reason") or "no reason given"
             return Problem("PodUnschedulable", name, f"{name} cannot be scheduled: {why}")
+    for init in status.get("initContainerStatuses") or []:
+        failed = _failure(init)
+        if init.get("name") == RESTORE_CONTAINER and failed is not None:
+            return Problem("RecoveryFailed", name, f"{name}: the restore from the backup failed: {failed}")
     containers = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
     for container in containers:
         waiting = (container.get("state") or {}).get("waiting") or {}
@@ -51,6 +57,19 @@ def pod_problem(pod: Mapping[str, Any]) -> Problem | None:
             )
         if reason in CONTAINER_REASONS:
             return Problem("ContainerFailing", name, f"{name}: container {container.get('name')}: {reason}{detail}")
+    return None
+
+
+def _failure(container: Mapping[str, Any]) -> str | None:
+    """The last words of a container that exited with an error (now, or before its restart; not
+    once it has succeeded)."""
+    if ((container.get("state") or {}).get("terminated") or {}).get("exitCode") == 0:
+        return None
+    for state in (container.get("state") or {}, container.get("lastState") or {}):
+        ended = state.get("terminated") or {}
+        if ended.get("exitCode"):
+            words = (ended.get("message") or "").strip().splitlines()
+            return words[-1] if words else f"exit code {ended['exitCode']} ({ended.get('reason') or 'no message'})"
     return None
 
 

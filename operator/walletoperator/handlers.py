@@ -90,7 +90,7 @@ def reconcile(
 ) -> None:
     with _locks_guard:
         lock = _locks.setdefault(uid, threading.Lock())
-    ref = ClusterRef(name, namespace or "default", uid)
+    ref = cluster_ref(name, namespace, uid, spec)
     with lock:
         started = time.perf_counter()
         try:
@@ -101,6 +101,10 @@ def reconcile(
             raise
         finally:
             metrics.reconcile_seconds.labels(ref.namespace, ref.name).observe(time.perf_counter() - started)
+
+
+def cluster_ref(name: str, namespace: str | None, uid: str, spec: Any) -> ClusterRef:
+    return ClusterRef(name, namespace or "default", uid, restored=bool((spec.get("bootstrap") or {}).get("recovery")))
 
 
 def _reconcile(body: kopf.Body, spec: kopf.Spec, ref: ClusterRef, patch: kopf.Patch, logger: kopf.Logger) -> None:
@@ -116,17 +120,32 @@ def _reconcile(body: kopf.Body, spec: kopf.Spec, ref: ClusterRef, patch: kopf.Pa
         k.secret_data(builders.admin_secret_name(ref), namespace),
         datetime.datetime.now(datetime.UTC),
     )
-    seen, node_keys = observe(k, ref, wanted, creds)
+    before = body.get("status") or {}
+    restoring = wanted.recovery is not None and (before.get("recovery") or {}).get("phase") != "Recovered"
+    seen, node_keys, archive = observe(k, ref, wanted, creds, restoring)
+    if restoring and seen.raft is not None:
+        # Member 0 restored, checked its audit hash and leads: from now on no pod restores again
+        # (a member that loses its volume is sent the store, like any other).
+        restoring = False
+        patch.status["recovery"] = {**recovery_status(wanted), "phase": "Recovered", "recoveredAt": kopf_now()}
+        kopf.info(body, reason="Recovered", message=f"member 0 restored (target {recovery_status(wanted)['target']})")
+    elif restoring:
+        patch.status["recovery"] = {**recovery_status(wanted), "phase": "Restoring"}
     address_of = {i: builders.raft_address(ref, i) for i in range(max(wanted.replicas, seen.statefulset_pods) + 1)}
     plan = decide(wanted, seen, address_of)
-    _report(body, ref.uid, seen.problems)
+    conditions = dict(plan.conditions)
+    backup_problems: list[Problem] = []
+    if wanted.backup is not None:
+        patch.status["backup"] = archive_status(archive)
+        conditions["BackupFailing"], backup_problems = backup_condition(archive, before.get("backup") or {})
+    _report(body, ref.uid, (*seen.problems, *backup_problems))
     if wanted.paused:
-        _status(patch, body, wanted, seen, "Paused", plan.conditions, ref, creds, node_keys)
+        _status(patch, body, wanted, seen, "Paused", conditions, ref, creds, node_keys)
         return
     if secret_value is None:
         secret_value = secrets.token_hex(32)
         kopf.info(body, reason="SecretCreated", message="generated the cluster secret for peer authentication")
-    for manifest in builders.desired(ref, wanted, secret_value, plan.pods, plan.members_arg, creds):
+    for manifest in builders.desired(ref, wanted, secret_value, plan.pods, plan.members_arg, creds, restoring):
         k.apply(manifest)
     for note in issued:  # after the apply: an Event tells what is in place (never a key)
         kopf.info(body, reason="CredentialsIssued", message=note)
@@ -134,7 +153,42 @@ def _reconcile(body: kopf.Body, spec: kopf.Spec, ref: ClusterRef, patch: kopf.Pa
         kopf.info(body, reason="Created", message=f"created the owned objects and {plan.pods} members")
     if plan.action is not None:
         take(plan.action, ref, seen, creds, body, logger)
-    _status(patch, body, wanted, seen, plan.phase, plan.conditions, ref, creds, node_keys)
+    _status(patch, body, wanted, seen, plan.phase, conditions, ref, creds, node_keys)
+
+
+def recovery_status(wanted: Spec) -> dict[str, Any]:
+    assert wanted.recovery is not None
+    source = wanted.recovery.source
+    return {"target": wanted.recovery.target, "source": f"{source.endpoint}/{source.bucket}/{source.prefix}"}
+
+
+def archive_status(archive: dict[str, Any] | None) -> dict[str, Any]:
+    """The leader's view of the continuous archive (status.backup; the base backups' fields are
+    written by backups.py)."""
+    archive = archive or {}
+    return {
+        "archivedIndex": archive.get("archived_seq"),
+        "archiveLagEntries": archive.get("lag_entries"),
+        "archiveError": archive.get("error"),
+    }
+
+
+def backup_condition(archive: dict[str, Any] | None, backup: dict[str, Any]) -> tuple[Condition, list[Problem]]:
+    """BackupFailing: the leader cannot archive, or the last base backup failed (with the object
+    store's own words); each is also a Warning Event, once while it lasts."""
+    archive_error = (archive or {}).get("error")
+    base_error = backup.get("lastError")
+    if archive_error:
+        message = f"archiving to the object store fails: {archive_error}"
+        return Condition(True, "ArchiveFailing", message), [Problem("ArchiveFailing", "archive", message)]
+    if base_error:
+        message = f"the last base backup failed: {base_error}"
+        return Condition(True, "BaseBackupFailed", message), []  # its Event was told when it failed
+    if archive is None:
+        return Condition(False, "NotArchivingYet", "no leader reports the archive yet"), []
+    last = (backup.get("lastBackup") or {}).get("name")
+    said = f"archived to entry {archive.get('archived_seq')}" + (f"; last base backup {last}" if last else "")
+    return Condition(False, "BackupsWork", said), []
 
 
 def node_client(creds: Credentials, timeout: float = 2) -> httpx.Client | None:
@@ -145,8 +199,11 @@ def node_client(creds: Credentials, timeout: float = 2) -> httpx.Client | None:
     return httpx.Client(verify=client_context(None, creds.ca_bundle), timeout=timeout)
 
 
-def observe(k: Kube, ref: ClusterRef, wanted: Spec, creds: Credentials) -> tuple[Observed, dict[str, str]]:
-    """What is there, and each answering member's identity key (by pod name)."""
+def observe(
+    k: Kube, ref: ClusterRef, wanted: Spec, creds: Credentials, restoring: bool = False
+) -> tuple[Observed, dict[str, str], dict[str, Any] | None]:
+    """What is there, each answering member's identity key (by pod name), and the leader's report
+    on the archive (None: no leader, or no backups)."""
     sts = k.get("apps/v1", "StatefulSet", ref.name, ref.namespace)
     pods: list[PodView] = []
     statuses: list[dict[str, Any]] = []
@@ -175,8 +232,8 @@ def observe(k: Kube, ref: ClusterRef, wanted: Spec, creds: Credentials) -> tuple
         http.close()
     raft = None
     leaders = [s for s in statuses if s["role"] == "leader"]
-    if leaders:
-        top = max(leaders, key=lambda s: s["term"])
+    top = max(leaders, key=lambda s: s["term"]) if leaders else None
+    if top is not None:
         raft = RaftView(
             top["name"],
             top["term"],
@@ -198,8 +255,10 @@ def observe(k: Kube, ref: ClusterRef, wanted: Spec, creds: Credentials) -> tuple
         tuple(sorted(pods, key=lambda p: p.ordinal)),
         raft,
         tuple(problems),
+        restoring,
     )
-    return observed, {str(s["name"]): str(s["node_key"]) for s in statuses if "node_key" in s}
+    archive = top.get("archive") if top is not None else None
+    return observed, {str(s["name"]): str(s["node_key"]) for s in statuses if "node_key" in s}, archive
 
 
 def _node_status(http: httpx.Client, ref: ClusterRef, pod: str, ip: str) -> dict[str, Any] | None:

@@ -44,6 +44,17 @@ class Kube:
         except NotFoundError:
             return None
 
+    def patch_status(self, api_version: str, kind: str, name: str, namespace: str, status: dict[str, Any]) -> None:
+        """A merge patch of an object's status (for what must show while a handler still runs)."""
+        resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        resource.status.patch(
+            body={"status": status},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+            _request_timeout=TIMEOUT,
+        )
+
     def secret_value(self, name: str, namespace: str, key: str) -> str | None:
         data = self.secret_data(name, namespace) or {}
         return data[key].decode() if key in data else None

@@ -43,6 +43,7 @@ class Observed:
     pods: tuple[PodView, ...]
     raft: RaftView | None
     problems: tuple[Problem, ...] = ()  # why pods or members are not coming up (diagnosis.py)
+    restoring: bool = False  # spec.bootstrap.recovery has not yet given a leader
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ class Plan:
 
 def decide(spec: Spec, seen: Observed, address_of: dict[int, str]) -> Plan:
     if not seen.statefulset_exists:
+        if spec.recovery is not None:
+            # One founding member, restored; the others join it one at a time (scaling up, below).
+            restoring = ("Restoring", f"restoring member 0 from the backup (target {spec.recovery.target})")
+            return Plan(1, 1, None, "Restoring", _conditions(spec, seen, restoring))
         return Plan(
             spec.replicas,
             spec.replicas,
@@ -83,6 +88,8 @@ def decide(spec: Spec, seen: Observed, address_of: dict[int, str]) -> Plan:
         )
     if seen.raft is None:
         phase = "QuorumLost" if any(p.running for p in seen.pods) and seen.members_arg > 1 else "Creating"
+        if seen.restoring:
+            phase = "Restoring"  # the founding member is restoring (or starting on its restored store)
         return Plan(
             seen.statefulset_pods,
             seen.members_arg,

@@ -11,6 +11,8 @@ PLURAL = "walletclusters"
 RAFT_PORT = 7700
 HTTP_PORT = 8700
 ADMIN_PORT = 8701
+#: The init container that restores member 0 of a cluster made by spec.bootstrap.recovery.
+RESTORE_CONTAINER = "restore"
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,8 @@ class ClusterRef:
     name: str
     namespace: str
     uid: str
+    #: Made by spec.bootstrap.recovery: a new ledger, so a signing domain of its own (builders.cluster_id).
+    restored: bool = False
 
 
 def peer_service_name(ref: ClusterRef) -> str:
@@ -25,36 +29,78 @@ def peer_service_name(ref: ClusterRef) -> str:
 
 
 @dataclass(frozen=True)
-class BackupSpec:
-    """spec.backup: where the nodes archive (docs/operations.md, "Backups and restore")."""
+class Location:
+    """An S3-compatible object store and a prefix in one of its buckets; the credentials (and the
+    CA to verify it with) come from the user's Secrets, which only the pods read."""
 
     endpoint: str
     bucket: str
-    prefix: str  # "" : <namespace>/<name>
+    prefix: str  # "": the cluster's own default (its cluster id)
     region: str
     credentials_secret: str
     access_key_id_key: str
     secret_access_key_key: str
     ca_secret: str | None
     ca_key: str
-    archive_every_s: int
 
     @classmethod
-    def parse(cls, backup: dict[str, Any]) -> BackupSpec:
-        credentials = backup["credentialsSecret"]
-        ca = backup.get("caSecret") or {}
+    def parse(cls, where: dict[str, Any]) -> Location:
+        credentials = where["credentialsSecret"]
+        ca = where.get("caSecret") or {}
         return cls(
-            endpoint=backup["endpoint"],
-            bucket=backup["bucket"],
-            prefix=backup.get("prefix", ""),
-            region=backup.get("region", "us-east-1"),
+            endpoint=where["endpoint"],
+            bucket=where["bucket"],
+            prefix=where.get("prefix", ""),
+            region=where.get("region", "us-east-1"),
             credentials_secret=credentials["name"],
             access_key_id_key=credentials.get("accessKeyIdKey", "AWS_ACCESS_KEY_ID"),
             secret_access_key_key=credentials.get("secretAccessKeyKey", "AWS_SECRET_ACCESS_KEY"),
             ca_secret=ca.get("name"),
             ca_key=ca.get("key", "ca.crt"),
-            archive_every_s=int(backup.get("archiveEverySeconds", 2)),
         )
+
+
+@dataclass(frozen=True)
+class BackupSpec:
+    """spec.backup: where the nodes archive, when the operator takes base backups and what it keeps
+    (docs/operations.md, "Backups and restore")."""
+
+    location: Location
+    archive_every_s: int
+    schedule: str | None  # cron; None: base backups only on demand (WalletBackup)
+    keep_days: float | None  # retention; None: nothing is ever deleted
+    keep_bases: int
+
+    @classmethod
+    def parse(cls, backup: dict[str, Any]) -> BackupSpec:
+        retention = backup.get("retention") or {}
+        return cls(
+            location=Location.parse(backup),
+            archive_every_s=int(backup.get("archiveEverySeconds", 2)),
+            schedule=backup.get("schedule"),
+            keep_days=float(retention["days"]) if "days" in retention else None,
+            keep_bases=int(retention.get("bases", 1)),
+        )
+
+
+@dataclass(frozen=True)
+class RecoverySpec:
+    """spec.bootstrap.recovery: the new cluster's first member is restored from `source` up to the
+    target (latest, an entry, or a time); the others join it and are sent its store."""
+
+    source: Location
+    target: str  # "latest", an entry number, or an ISO 8601 time (walletctl restore --target)
+
+    @classmethod
+    def parse(cls, recovery: dict[str, Any]) -> RecoverySpec:
+        target = recovery.get("target") or {}
+        if "index" in target:
+            text = str(int(target["index"]))
+        elif "time" in target:
+            text = str(target["time"])
+        else:
+            text = "latest"
+        return cls(source=Location.parse(recovery["source"]), target=text)
 
 
 @dataclass(frozen=True)
@@ -80,6 +126,7 @@ class Spec:
     #: A cert-manager issuer ({name, kind, group}) that issues the server certificate instead of the operator's CA.
     issuer_ref: dict[str, str] | None = None
     backup: BackupSpec | None = None
+    recovery: RecoverySpec | None = None
 
     @classmethod
     def parse(cls, spec: dict[str, Any]) -> Spec:
@@ -117,4 +164,7 @@ class Spec:
                 else None
             ),
             backup=BackupSpec.parse(spec["backup"]) if spec.get("backup") else None,
+            recovery=RecoverySpec.parse(recovery)
+            if (recovery := (spec.get("bootstrap") or {}).get("recovery"))
+            else None,
         )

@@ -138,7 +138,7 @@ def archive_error(cluster: LocalCluster) -> dict[str, Any] | None:
 
 
 def walletctl_restore(
-    s3: S3Server, prefix: str, cluster: LocalCluster, i: int, cluster_id: str, target: str = "latest"
+    s3: S3Server, prefix: str, cluster: LocalCluster, i: int, cluster_id: str, target: str = "latest", *more: str
 ) -> subprocess.CompletedProcess[str]:
     """`walletctl restore` of member i of `cluster` (not started) from the archive at `prefix`."""
     return walletctl(
@@ -155,6 +155,7 @@ def walletctl_restore(
         ",".join(cluster.raft_addresses),
         "--target",
         target,
+        *more,
     )
 
 
@@ -185,7 +186,7 @@ def test_restores_at_latest_at_an_entry_and_at_a_time_hold_exactly_what_was_ackn
         # A base backup while the writer goes on.
         answer = source.admin_request(1, "POST", "/v1/backups", timeout=120)
         assert answer.status_code == 200, answer.text
-        base, at_base = answer.json(), len(writer.acked)
+        base, at_base = answer.json()["backup"], len(writer.acked)
         wait_for(lambda: len(writer.acked) >= at_base + 40, 60, "transfers after the base backup")
         writer.pause()
         # The cut: everything acknowledged so far is at or before entry `cut_seq` and time `cut_time`.
@@ -286,6 +287,15 @@ def test_a_restored_member_refuses_to_serve_under_another_cluster_id(
     assert restored.returncode == 0, restored.stderr
     again = walletctl_restore(s3, "src2", same, 0, "wallet-copy")
     assert again.returncode == 1 and "restore only into a new one" in again.stderr
+    # As the operator's init container runs it: a restart finds the ledger and leaves it; a member
+    # that is not among --peers (it joins later) restores nothing.
+    before = os.stat(os.path.join(same.data_dir(0), "ledger.lmdb")).st_mtime_ns
+    kept = walletctl_restore(s3, "src2", same, 0, "wallet-copy", "latest", "--if-empty")
+    assert kept.returncode == 0 and "holds a ledger already" in kept.stderr, kept.stderr
+    assert os.stat(os.path.join(same.data_dir(0), "ledger.lmdb")).st_mtime_ns == before
+    joiner = walletctl_restore(s3, "src2", same, 1, "wallet-copy", "latest", "--for-member", "wallet-1")
+    assert joiner.returncode == 0 and "not a founding member" in joiner.stderr, joiner.stderr
+    assert not os.path.exists(os.path.join(same.data_dir(1), "ledger.lmdb"))
     same.start(0)  # with the default cluster id "wallet": refused, with what to do
     wait_for(lambda: same.processes[0].poll() is not None, 30, "the node to exit")
     assert "serve it with --cluster-id 'wallet-copy'" in same.tail(0)
@@ -361,12 +371,20 @@ def test_prune_deletes_what_retention_lets_go_and_what_it_keeps_still_restores(
     try:
         client = WalletClient(source.urls, **source.trust)
         funded(client, [ALICE], 1000)
+        env = {**os.environ, **source.client_env()}
         for round_ in range(3):
             for _ in range(10):
                 assert client.transfer(ALICE, public_hex(BOB), "USD", 1) == "ok"
-            answer = source.admin_request(round_, "POST", "/v1/backups", timeout=60)
-            assert answer.status_code == 200, answer.text
-            names.append(answer.json()["name"])
+            if round_ == 1:  # as a user would: walletctl, with the admin key
+                admin = ("--admin-url", source.admin_urls[1], "--admin-key-file", source.admin_key_file)
+                created = walletctl(env, "-o", "json", "backup", "create", *admin)
+                assert created.returncode == 0, created.stderr
+                names.append(json.loads(created.stdout)["backup"]["name"])
+            else:  # with retention (as the operator asks): no base is a day old (only segments before them go)
+                answer = source.admin_request(round_, "POST", "/v1/backups", {"keep_days": 1}, timeout=60)
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["pruned"]["bases"] == []
+                names.append(answer.json()["backup"]["name"])
             time.sleep(1.5 if round_ < 2 else 0)
         for _ in range(10):
             assert client.transfer(ALICE, public_hex(BOB), "USD", 1) == "ok"

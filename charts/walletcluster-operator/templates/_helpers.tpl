@@ -71,6 +71,13 @@ operator/walletoperator (handlers.py, kube.py, builders.py) make, nothing more.
 - apiGroups: [ledger.walletcluster.io]
   resources: [walletclusters/status]
   verbs: [patch]
+# WalletBackups: on-demand base backups, taken once each; their status says how it went.
+- apiGroups: [ledger.walletcluster.io]
+  resources: [walletbackups]
+  verbs: [get, list, watch, patch]
+- apiGroups: [ledger.walletcluster.io]
+  resources: [walletbackups/status]
+  verbs: [patch]
 # kopf: Kubernetes Events on the WalletCluster (core/v1 events, create only).
 - apiGroups: [""]
   resources: [events]

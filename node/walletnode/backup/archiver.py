@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from ..ledger.store import StoredEntry
 from .archive import Archive, ArchiveError, BaseManifest, BaseSource
 from .objectstore import ObjectStoreError
+from .retention import Expired, Policy, expired
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,9 @@ class Archiver:
             segment = self.archive.put_segment(batch)
             self.archived, self.archived_at = segment.last, time.time()
 
-    def base_backup(self) -> BaseManifest:
-        """Upload one consistent view of this member's store (one at a time)."""
+    def base_backup(self, policy: Policy | None = None) -> tuple[BaseManifest, Expired | None]:
+        """Upload one consistent view of this member's store (one at a time); then, given a
+        retention policy, delete what it lets go (retention.py: never what a kept base needs)."""
         if not self._base_lock.acquire(blocking=False):
             raise ArchiveError("a base backup is being taken on this member already")
         try:
@@ -129,7 +131,13 @@ class Archiver:
                 manifest.object_bytes,
                 manifest.finished - manifest.started,
             )
-            return manifest
+            if policy is None:
+                return manifest, None
+            gone = expired(self.archive.bases(), self.archive.segments(), policy, time.time())
+            self.archive.delete(gone.bases, gone.segments)
+            if gone.bases or gone.segments:
+                log.info("retention deleted %d base backups and %d segments", len(gone.bases), len(gone.segments))
+            return manifest, gone
         finally:
             self._base_lock.release()
 

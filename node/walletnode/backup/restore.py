@@ -90,6 +90,11 @@ def choose_base(bases: list[BaseManifest], target: Target) -> BaseManifest | Non
     return max(fitting, key=lambda b: (b.seq, b.started), default=None)
 
 
+def holds_ledger(data_dir: str) -> bool:
+    """A member's store or journal is there (a failed restore leaves neither)."""
+    return any(os.path.exists(os.path.join(data_dir, name)) for name in (STORE_NAME, "raft"))
+
+
 def restore(
     archive: Archive,
     data_dir: str,
@@ -109,9 +114,8 @@ def restore(
             "otherwise transfers signed for the source could be spent again on it"
         )
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    existing = [n for n in os.listdir(data_dir) if n in (STORE_NAME, "raft")]
-    if existing:
-        raise ArchiveError(f"{data_dir} already holds a ledger ({', '.join(existing)}): restore only into a new one")
+    if holds_ledger(data_dir):
+        raise ArchiveError(f"{data_dir} already holds a ledger: restore only into a new one")
     working = os.path.join(data_dir, STORE_NAME + ".restoring")
     try:
         return _restore(archive, info.cluster_id, data_dir, working, target, cluster_id, peers, started)

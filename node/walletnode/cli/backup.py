@@ -8,6 +8,7 @@ need the node's packages (`pip install .[node]`), as they read and write ledger 
 from __future__ import annotations
 
 import datetime
+import json
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -67,32 +68,53 @@ def backup() -> None:
     help="File holding the admin private key (64 hex)",
 )
 @click.option("--timeout", type=click.FloatRange(1, 86_400), default=3600, show_default=True)
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Then apply retention (as `backup prune`): delete base backups older than this",
+)
+@click.option("--keep-bases", type=click.IntRange(min=1), default=1, show_default=True, help="With --keep-days")
 @click.pass_obj
-def backup_create(ctx: Context, admin_url: str, admin_key_file: str, timeout: float) -> None:
+def backup_create(
+    ctx: Context, admin_url: str, admin_key_file: str, timeout: float, keep_days: float | None, keep_bases: int
+) -> None:
     """Take a base backup now, from the member whose admin API is at --admin-url."""
     ca, insecure = ctx.trust["ca"], ctx.trust["insecure"]
     if admin_url.startswith("http://") and not insecure:
         raise click.UsageError("--admin-url is plain http://: pass --insecure to allow it")
-    key = load_signing_key(admin_key_file)
+    try:
+        key = load_signing_key(admin_key_file)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--admin-key-file") from None
     url = admin_url.rstrip("/")
+    content = b"" if keep_days is None else json.dumps({"keep_days": keep_days, "keep_bases": keep_bases}).encode()
     with httpx.Client(verify=client_context(ca) if url.startswith("https://") else False, timeout=timeout) as http:
         try:
             me = http.get(url + "/v1/status", timeout=10).json()
-            signed = authorization(key, me["cluster_id"], me["name"], "POST", "/v1/backups", b"")
-            answer = http.post(url + "/v1/backups", content=b"", headers={"Authorization": signed})
+            signed = authorization(key, me["cluster_id"], me["name"], "POST", "/v1/backups", content)
+            answer = http.post(
+                url + "/v1/backups",
+                content=content,
+                headers={"Authorization": signed, "Content-Type": "application/json"},
+            )
         except httpx.HTTPError as exc:
             _fail(f"{url} unreachable: {exc}", EXIT_UNREACHABLE)
     body = answer.json()
     if answer.status_code != 200:
         _fail(f"{body.get('error')}: {body.get('message')}")
-    ctx.emit(
-        body,
-        lambda: (
-            f"base backup {body['name']}: entry {body['seq']}, audit hash {body['audit_hash'][:16]}…, "
-            f"{body['store_bytes']:,} bytes ({body['object_bytes']:,} compressed) "
-            f"in {body['finished'] - body['started']:.1f}s"
-        ),
-    )
+    taken, pruned = body["backup"], body["pruned"]
+
+    def text() -> str:
+        said = (
+            f"base backup {taken['name']}: entry {taken['seq']}, audit hash {taken['audit_hash'][:16]}…, "
+            f"{taken['store_bytes']:,} bytes ({taken['object_bytes']:,} compressed) "
+            f"in {taken['finished'] - taken['started']:.1f}s"
+        )
+        if pruned is not None:
+            said += f"; retention deleted {len(pruned['bases'])} base backups and {pruned['segments']} segments"
+        return said
+
+    ctx.emit(body, text)
 
 
 @backup.command("list")
@@ -215,10 +237,27 @@ def parse_target(text: str) -> Target:
     help="Raft addresses host:port,... of the new cluster's members in id order (as `walletnode serve --cluster`)",
 )
 @click.option("--target", default="latest", show_default=True, help="latest, an entry number, or an ISO 8601 time")
+@click.option(
+    "--for-member",
+    metavar="HOST",
+    help="The member this directory belongs to (first label of its --peers host): restore only if it is "
+    "one of --peers; any other member passes (it joins later and the leader sends it the store)",
+)
+@click.option("--if-empty", is_flag=True, help="A directory that holds a ledger already is left as it is (exit 0)")
 @click.pass_obj
-def restore(ctx: Context, data_dir: str, cluster_id: str, peers: str, target: str, **kw: Any) -> None:
+def restore(
+    ctx: Context,
+    data_dir: str,
+    cluster_id: str,
+    peers: str,
+    target: str,
+    for_member: str | None,
+    if_empty: bool,
+    **kw: Any,
+) -> None:
     """Make DATA_DIR a founding member of a new ledger restored from the archive: restore every
     founding member's directory the same way, then start the members with --cluster-id."""
+    from ..backup.restore import holds_ledger
     from ..backup.restore import restore as restore_into
     from ..config import ConfigError, members_from_list, raft_id
 
@@ -227,8 +266,13 @@ def restore(ctx: Context, data_dir: str, cluster_id: str, peers: str, target: st
         members = members_from_list(peers, "wallet")
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--peers") from None
+    if for_member is not None and for_member not in {m.raft_address.rpartition(":")[0].split(".")[0] for m in members}:
+        click.echo(f"{for_member} is not a founding member ({peers}): nothing to restore, it joins later", err=True)
+        return
+    if if_empty and holds_ledger(data_dir):
+        click.echo(f"{data_dir} holds a ledger already: left as it is", err=True)
+        return
     archive = _archive(kw)
-    started = time.monotonic()
     try:
         done = restore_into(archive, data_dir, goal, cluster_id, {raft_id(m.id): m.raft_address for m in members})
     except _archive_errors() as exc:
@@ -238,6 +282,6 @@ def restore(ctx: Context, data_dir: str, cluster_id: str, peers: str, target: st
         lambda: (
             f"restored {done.source_cluster_id} as {done.cluster_id} into {done.data_dir}: entry {done.seq} "
             f"(target {done.target}; base {done.base or 'none'} + {done.entries_replayed} entries), "
-            f"audit hash {done.audit_hash[:16]}… in {time.monotonic() - started:.1f}s"
+            f"audit hash {done.audit_hash[:16]}… in {done.seconds:.1f}s"
         ),
     )

@@ -21,6 +21,7 @@ from aiohttp import web
 from .. import __version__
 from ..backup.archive import ArchiveError
 from ..backup.objectstore import ObjectStoreError
+from ..backup.retention import Policy
 from ..ledger.codes import Code
 from ..ledger.commands import Command, pattern_error
 from . import identity, openapi
@@ -29,6 +30,8 @@ from .runtime import DiskFullError, LedgerNode
 from .schemas import (
     ArchiveStatus,
     Attestation,
+    BackupRequest,
+    BackupTaken,
     Balances,
     BatchResults,
     Currencies,
@@ -42,6 +45,7 @@ from .schemas import (
     MemberChange,
     MemberStatus,
     MintBatch,
+    Pruned,
     Result,
     Status,
     TransferBatch,
@@ -418,16 +422,23 @@ async def post_leadership(request: web.Request) -> web.Response:
 
 
 async def post_backup(request: web.Request) -> web.Response:
-    """Take a base backup of this member's store now; answers its manifest when it is uploaded."""
+    """Take a base backup of this member's store now; answers its manifest when it is uploaded.
+    With keep_days, the archive's retention policy is applied after it (what the operator's
+    schedule does)."""
     await require_admin(request)
+    asked = await decode(request, BackupRequest) if await request.read() else BackupRequest()
     archiver = request.app[NODE_KEY].archiver
     if archiver is None:
         raise ApiError(409, "backups_not_configured", "this node has no object store to back up to (--backup-*)")
+    policy = None if asked.keep_days is None else Policy(asked.keep_days, asked.keep_bases)
     try:
-        manifest = await asyncio.get_running_loop().run_in_executor(None, archiver.base_backup)
+        manifest, pruned = await asyncio.get_running_loop().run_in_executor(None, archiver.base_backup, policy)
     except (ArchiveError, ObjectStoreError) as exc:
         raise ApiError(502, "backup_failed", str(exc)) from exc
-    return reply(msgspec.to_builtins(manifest))
+    taken = BackupTaken(
+        manifest, None if pruned is None else Pruned([b.name for b in pruned.bases], len(pruned.segments))
+    )
+    return reply(msgspec.to_builtins(taken))
 
 
 async def get_openapi(request: web.Request) -> web.Response:

@@ -9,8 +9,9 @@ from typing import Any
 import msgspec
 
 from .. import __version__
-from ..backup.archive import BaseManifest
 from .schemas import (
+    BackupRequest,
+    BackupTaken,
     Balances,
     BatchResults,
     Currencies,
@@ -165,7 +166,8 @@ def document() -> dict[str, Any]:
             Error,
             MemberChange,
             LeadershipTransfer,
-            BaseManifest,
+            BackupRequest,
+            BackupTaken,
         ],
         ref_template=REF,
     )
@@ -290,11 +292,19 @@ def document() -> dict[str, Any]:
             },
             "/v1/backups": {
                 "post": {
-                    "summary": "Take a base backup of this member's store now (admin port; signed with the admin key)",
+                    "summary": "Take a base backup of this member's store now (admin port; signed with the admin key); "
+                    "with keep_days, then apply that retention policy to the archive",
                     "security": admin,
+                    "requestBody": {"required": False, "content": _json("BackupRequest")},
                     "responses": {
-                        "200": {"description": "uploaded; its manifest", "content": _json("BaseManifest")},
-                        **_errors("unauthorized", "backups_not_configured", "backup_failed"),
+                        "200": {"description": "uploaded; its manifest", "content": _json("BackupTaken")},
+                        **_errors(
+                            "malformed_json",
+                            "invalid_request",
+                            "unauthorized",
+                            "backups_not_configured",
+                            "backup_failed",
+                        ),
                     },
                 }
             },

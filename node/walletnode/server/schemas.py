@@ -6,6 +6,7 @@ from typing import Annotated
 
 import msgspec
 
+from ..backup.archive import BaseManifest
 from ..ledger.codes import Code
 from ..ledger.commands import MAX_BATCH, CreateCurrency, CurrencyCode, Hex32, Key, Mint, Transfer
 
@@ -190,3 +191,28 @@ class MemberChange(_Body):
 
 class LeadershipTransfer(_Body):
     address: RaftAddress | None = None
+
+
+class BackupRequest(_Body):
+    """POST /v1/backups: optionally, the retention policy to apply once the backup is uploaded."""
+
+    keep_days: (
+        Annotated[
+            float,
+            msgspec.Meta(gt=0, description="then delete base backups older than this (and entries only they needed)"),
+        ]
+        | None
+    ) = None
+    keep_bases: Annotated[
+        int, msgspec.Meta(ge=1, le=100_000, description="but keep at least this many of the newest")
+    ] = 1
+
+
+class Pruned(msgspec.Struct):
+    bases: Annotated[list[str], msgspec.Meta(description="base backups deleted")]
+    segments: Annotated[int, msgspec.Meta(description="archive segments deleted")]
+
+
+class BackupTaken(msgspec.Struct):
+    backup: BaseManifest
+    pruned: Annotated[Pruned | None, msgspec.Meta(description="what retention deleted; null: none was asked")] = None
