@@ -1,5 +1,6 @@
-"""A real S3-compatible object store for the backup tests: SeaweedFS's `weed server` on loopback,
-built from the Go module proxy by hack/s3/build (`make test` builds it first; cached)."""
+"""A real S3-compatible object store for the backup tests: SeaweedFS's `weed server` on loopback
+(or, for pods of the local Kubernetes, on the address of its pods' bridge), built from the Go
+module proxy by hack/s3/build (`make test` builds it first; cached)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ class S3Server:
     """One `weed server` (master, volume, filer and S3 gateway) with one identity that may do
     everything; `location()` names a prefix of its bucket."""
 
-    def __init__(self, base_dir: str, bucket: str = "backups") -> None:
+    def __init__(self, base_dir: str, bucket: str = "backups", host: str = "127.0.0.1") -> None:
         self.base_dir = base_dir
         self.bucket = bucket
+        self.host = host
         self.access_key = "wallet" + secrets.token_hex(4)
         self.secret_key = secrets.token_hex(16)
         self.process: subprocess.Popen[bytes] | None = None
@@ -39,7 +41,7 @@ class S3Server:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def env(self) -> dict[str, str]:
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
@@ -85,8 +87,8 @@ class S3Server:
                     weed,
                     "server",
                     f"-dir={data}",
-                    "-ip=127.0.0.1",
-                    "-ip.bind=127.0.0.1",
+                    f"-ip={self.host}",
+                    f"-ip.bind={self.host}",
                     f"-master.port={p[1]}",
                     f"-master.port.grpc={p[2]}",
                     "-master.telemetry=false",

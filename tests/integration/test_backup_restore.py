@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,9 +25,9 @@ from nacl.signing import SigningKey
 from tests.integration.conftest import MINTER, funded, wait_for
 from tests.s3 import S3Server
 from tests.walletctl import walletctl
-from walletnode.client import Rejected, WalletClient, new_id
-from walletnode.ledger.commands import Transfer
-from walletnode.ledger.signing import public_hex, sign
+from tests.writer import Writer
+from walletnode.client import Rejected, WalletClient
+from walletnode.ledger.signing import public_hex
 from walletnode.localcluster import LocalCluster
 
 pytestmark = pytest.mark.slow
@@ -59,52 +58,6 @@ def archived_cluster(base_dir: str, s3: S3Server, prefix: str) -> LocalCluster:
     cluster.start_all()
     cluster.wait_ready(timeout=60)
     return cluster
-
-
-class Writer:
-    """Transfers of 1 from Alice to Bob, one at a time, recording which were acknowledged when."""
-
-    def __init__(self, client: WalletClient) -> None:
-        self.client = client
-        self.acked: list[tuple[str, float, Transfer]] = []  # (id, acknowledged at, the signed transfer)
-        self._run = threading.Event()
-        self._stop = False
-        self._idle = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop:
-            if not self._run.wait(0.05):
-                self._idle.set()
-                continue
-            self._idle.clear()
-            command = sign(
-                ALICE,
-                self.client.cluster_id,
-                Transfer(
-                    id=new_id(),
-                    from_=public_hex(ALICE),
-                    to=public_hex(BOB),
-                    currency="USD",
-                    amount=1,
-                    signature="0" * 128,
-                ),
-            )
-            if self.client.submit([command]) == ["ok"]:
-                self.acked.append((command.id, time.time(), command))
-
-    def resume(self) -> None:
-        self._run.set()
-
-    def pause(self) -> None:
-        self._run.clear()
-        self._idle.clear()
-        assert self._idle.wait(30), "the writer did not stop"
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(30)
 
 
 def settled_status(cluster: LocalCluster, node: int) -> dict[str, Any]:
@@ -179,7 +132,7 @@ def test_restores_at_latest_at_an_entry_and_at_a_time_hold_exactly_what_was_ackn
     source = archived_cluster(str(tmp_path_factory.mktemp("source")), s3, "src")
     client = WalletClient(source.urls, **source.trust)
     funded(client, [ALICE], FUNDS)
-    writer = Writer(client)
+    writer = Writer(client, ALICE, BOB)
     try:
         writer.resume()
         wait_for(lambda: len(writer.acked) >= 20, 60, "transfers")

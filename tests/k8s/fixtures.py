@@ -12,6 +12,8 @@ one image build and one set of fixtures per session.
 - ``namespace`` (function): a fresh namespace per test, deleted afterwards (reported if it failed).
 - ``node_image`` (session): ``make images`` loaded into the node (the operator's image too).
 - ``helm`` (session): the helm built by hack/k8s, bound to the cluster's kubeconfig.
+- ``crd`` (module): the operator's CRDs applied; ``operator`` (function): the operator as a local
+  process watching the test's namespace (tests/k8s/walletclusters.py has the helpers around it).
 
 The cluster stays up after the session (starting it is the slow part); ``hack/k8s/down`` stops it.
 """
@@ -21,10 +23,12 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from .kube import HACK, REPO, Helm, Kubectl, fresh_namespace, namespace_report
+from .walletclusters import Operator, delete_cluster
 
 # hack/k8s/build exits with this status when the machine cannot build Kubernetes (no Go).
 CANNOT_BUILD = 3
@@ -94,3 +98,23 @@ def node_image(k8s_node: str) -> str:
         done = subprocess.run(step, cwd=REPO, capture_output=True, text=True, timeout=1700)
         assert done.returncode == 0, f"{step[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return "walletcluster/node:dev"
+
+
+@pytest.fixture(scope="module")
+def crd(k8s_cluster: str, kubectl: Kubectl) -> None:
+    """The operator's CRDs (WalletCluster, WalletBackup), applied as the operator chart does."""
+    for kind in ("walletcluster", "walletbackup"):
+        kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / f"{kind}.yaml"))
+        kubectl.run("wait", "--for", "condition=established", f"crd/{kind}s.ledger.walletcluster.io", "--timeout=60s")
+
+
+@pytest.fixture
+def operator(crd: None, k8s_cluster: str, kubectl: Kubectl, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+    """The operator, as a local process watching the test's namespace."""
+    running = Operator(k8s_cluster, namespace, tmp_path / "operator.log")
+    running.start()
+    yield running
+    # While the operator still runs, so that it releases its finalizer and the namespace can go.
+    delete_cluster(kubectl, namespace, "--all", check=False)
+    running.stop()
+    print(running.log.read_text()[-4000:])

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +32,23 @@ from walletoperator.spec import ClusterRef
 from ..metrics import DASHBOARD, dashboard_queries, exported_names, metric_names, promtool, samples, total
 from .kube import Kubectl, KubectlError, wait_until
 from .silent_proxy import SilentProxy
+from .walletclusters import (
+    MINTER,
+    Operator,
+    cluster,
+    delete_cluster,
+    pod_ips,
+    pod_urls,
+    reasons,
+    running_with,
+    secret_data,
+    status,
+    trust,
+)
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(900, func_only=True)]
 
 REPO = Path(__file__).resolve().parents[2]
-MINTER = SigningKey(bytes([7]) * 32)
 OWNED = [
     "secret/wallet-secret",
     "secret/wallet-admin",
@@ -54,21 +63,6 @@ OWNED = [
     "networkpolicy/wallet",
     "statefulset/wallet",
 ]
-
-
-@pytest.fixture(scope="module")
-def crd(k8s_cluster: str, kubectl: Kubectl) -> None:
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "walletcluster.yaml"))
-    kubectl.run("wait", "--for", "condition=established", "crd/walletclusters.ledger.walletcluster.io", "--timeout=60s")
-
-
-def cluster(name: str = "wallet", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "ledger.walletcluster.io/v1alpha1",
-        "kind": "WalletCluster",
-        "metadata": {"name": name},
-        "spec": {"minters": [public_hex(MINTER)], **spec},
-    }
 
 
 def patch_spec(
@@ -130,60 +124,6 @@ def test_invalid_walletclusters_are_rejected_with_clear_messages(crd: None, kube
     )
 
 
-class Operator:
-    """The operator as a local process with the admin kubeconfig: started, SIGKILLed, restarted."""
-
-    def __init__(self, kubeconfig: str, namespace: str, log: Path, *extra: str) -> None:
-        self.kubeconfig, self.namespace, self.log, self.extra = kubeconfig, namespace, log, extra
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def start(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = port = s.getsockname()[1]
-        command = [sys.executable, "-m", "walletoperator", "-n", self.namespace, "--log-format", "plain"]
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [*command, "--liveness", f"http://127.0.0.1:{port}/healthz", *self.extra],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": self.kubeconfig},
-            )
-        wait_until("the operator's liveness endpoint", lambda: _alive(port), timeout=60)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # a handler thread that hangs keeps it alive
-                self.kill()
-
-
-@pytest.fixture
-def operator(crd: None, k8s_cluster: str, kubectl: Kubectl, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    running = Operator(k8s_cluster, namespace, tmp_path / "operator.log")
-    running.start()
-    yield running
-    # While the operator still runs, so that it releases its finalizer and the namespace can go.
-    delete_cluster(kubectl, namespace, "--all", check=False)
-    running.stop()
-    print(running.log.read_text()[-4000:])
-
-
-def _alive(port: int) -> bool | None:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200 or None
-    except httpx.HTTPError:
-        return None
-
-
 @pytest.fixture
 def next_node_image(node_image: str) -> str:
     """The node image under a second tag, as an upgrade would bring (same bits, another name)."""
@@ -192,39 +132,6 @@ def next_node_image(node_image: str) -> str:
         done = subprocess.run(step, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"{step}: {done.stderr[-2000:]}"
     return tagged
-
-
-def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
-    return (kubectl.get("wc", "wallet", namespace) or {}).get("status") or {}
-
-
-def running_with(kubectl: Kubectl, namespace: str, members: int) -> dict[str, Any] | None:
-    s = status(kubectl, namespace)
-    ok = s.get("phase") == "Running" and s.get("readyReplicas") == members and len(s.get("members", [])) == members
-    return s if ok and s.get("leader") else None
-
-
-def pod_urls(kubectl: Kubectl, namespace: str) -> list[str]:
-    pods = kubectl.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=wallet")["items"]
-    return [f"https://{p['status']['podIP']}:8700" for p in pods if p["status"].get("podIP")]
-
-
-def pod_ips(kubectl: Kubectl, namespace: str) -> dict[str, str]:
-    pods = kubectl.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=wallet")["items"]
-    return {p["metadata"]["name"]: p["status"]["podIP"] for p in pods if p["status"].get("podIP")}
-
-
-def trust(kubectl: Kubectl, namespace: str, directory: Path) -> dict[str, Any]:
-    """WalletClient's keywords for the members reached by IP from here: the CA the operator
-    published (the ConfigMap named in status.tls) and the name the certificates carry."""
-    published = status(kubectl, namespace)["tls"]["caConfigMap"]
-    ca = directory / "wallet-ca.crt"
-    ca.write_text(kubectl.get("configmap", published, namespace)["data"]["ca.crt"])  # type: ignore[index]
-    return {"ca": str(ca), "tls_server_name": f"wallet.{namespace}.svc"}
-
-
-def secret_data(kubectl: Kubectl, namespace: str, name: str) -> dict[str, bytes]:
-    return {k: base64.b64decode(v) for k, v in kubectl.get("secret", name, namespace)["data"].items()}  # type: ignore[index]
 
 
 def admin_request(
@@ -253,10 +160,6 @@ def weaken_pdb(kubectl: Kubectl, namespace: str, name: str = "wallet") -> None:
     kubectl.run("patch", "pdb", name, "-n", namespace, "--type", "merge", "-p", '{"spec":{"minAvailable":0}}')
 
 
-def reasons(kubectl: Kubectl, namespace: str) -> set[str]:
-    return {e["reason"] for e in kubectl.json("get", "events", "-n", namespace)["items"]}
-
-
 def hand_leadership_to(kubectl: Kubectl, namespace: str, pod: str, directory: Path) -> None:
     """Make `pod` the leader through the leader's admin API, as an administrator can (signing with
     the admin key from its Secret)."""
@@ -278,11 +181,6 @@ def hand_leadership_to(kubectl: Kubectl, namespace: str, pod: str, directory: Pa
         return None
 
     wait_until(f"{pod} to lead", led_by_pod, timeout=60, interval=1.0)
-
-
-def delete_cluster(kubectl: Kubectl, namespace: str, which: str = "wallet", check: bool = True) -> None:
-    """`kubectl delete wc` until the operator has released its finalizer: seconds, never a minute."""
-    kubectl.run("delete", "wc", which, "-n", namespace, "--wait=true", "--timeout=30s", check=check, timeout=45)
 
 
 def pdb_min(kubectl: Kubectl, namespace: str) -> int:

@@ -1,0 +1,59 @@
+"""A writer thread for tests that cut a ledger's history at a known point (backups, restores)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from nacl.signing import SigningKey
+
+from walletnode.client import WalletClient, new_id
+from walletnode.ledger.commands import Transfer
+from walletnode.ledger.signing import public_hex, sign
+
+
+class Writer:
+    """Transfers of 1 from `sender` to `receiver`, one at a time, recording which were
+    acknowledged when; paused and resumed around the cuts a test makes."""
+
+    def __init__(self, client: WalletClient, sender: SigningKey, receiver: SigningKey) -> None:
+        self.client, self.sender, self.receiver = client, sender, receiver
+        self.acked: list[tuple[str, float, Transfer]] = []  # (id, acknowledged at, the signed transfer)
+        self._run = threading.Event()
+        self._stop = False
+        self._idle = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop:
+            if not self._run.wait(0.05):
+                self._idle.set()
+                continue
+            self._idle.clear()
+            command = sign(
+                self.sender,
+                self.client.cluster_id,
+                Transfer(
+                    id=new_id(),
+                    from_=public_hex(self.sender),
+                    to=public_hex(self.receiver),
+                    currency="USD",
+                    amount=1,
+                    signature="0" * 128,
+                ),
+            )
+            if self.client.submit([command]) == ["ok"]:
+                self.acked.append((command.id, time.time(), command))
+
+    def resume(self) -> None:
+        self._run.set()
+
+    def pause(self) -> None:
+        self._run.clear()
+        self._idle.clear()
+        assert self._idle.wait(30), "the writer did not stop"
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(30)
