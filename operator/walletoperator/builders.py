@@ -358,6 +358,9 @@ def restore_container(ref: ClusterRef, spec: Spec, security: dict[str, Any]) -> 
             "--for-member",
             "$(POD_NAME)",
             "--if-empty",
+            # Failures are retried in place (and said in its log, which the operator reads), not by
+            # the kubelet restarting it in a crash loop.
+            "--retry",
         ],
         # Nothing of it is a default a user could mean for the source: the source prefix is explicit
         # or the source cluster's default (<namespace>/<name> of a cluster that was not restored).
@@ -365,8 +368,7 @@ def restore_container(ref: ClusterRef, spec: Spec, security: dict[str, Any]) -> 
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             *location_env(spec.recovery.source, f"{ref.namespace}/{ref.name}", RECOVERY_CA_DIR),
         ],
-        # A failed restore's last words (walletctl's error) become the status's termination message,
-        # which the operator puts in a condition and an Event.
+        # Should it exit with an error after all, its last words become the termination message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": security,
         "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}],

@@ -60,6 +60,24 @@ def pod_problem(pod: Mapping[str, Any]) -> Problem | None:
     return None
 
 
+def restore_running(pod: Mapping[str, Any]) -> bool:
+    """The pod's restore init container is running (restoring, or waiting to try again)."""
+    for init in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        if init.get("name") == RESTORE_CONTAINER and "running" in (init.get("state") or {}):
+            return True
+    return False
+
+
+def restore_problem(pod: str, last_line: str) -> Problem | None:
+    """From the last line the running restore wrote: walletctl restore --retry says "error: ..."
+    when an attempt failed, before it tries again."""
+    if not last_line.startswith("error: "):
+        return None
+    return Problem(
+        "RecoveryFailed", pod, f"{pod}: the restore from the backup failed: {last_line.removeprefix('error: ')}"
+    )
+
+
 def _failure(container: Mapping[str, Any]) -> str | None:
     """The last words of a container that exited with an error (now, or before its restart; not
     once it has succeeded)."""

@@ -21,10 +21,10 @@ from walletnode.tls import client_context
 
 from . import builders, credentials, metrics
 from .credentials import Credentials
-from .diagnosis import Problem, new_problems, peer_problems, pod_problem
+from .diagnosis import Problem, new_problems, peer_problems, pod_problem, restore_problem, restore_running
 from .kube import Kube
 from .plan import Action, Condition, Observed, PodView, RaftView, decide, status_conditions
-from .spec import ADMIN_PORT, GROUP, HTTP_PORT, PLURAL, VERSION, ClusterRef, Spec
+from .spec import ADMIN_PORT, GROUP, HTTP_PORT, PLURAL, RESTORE_CONTAINER, VERSION, ClusterRef, Spec
 
 _kube: Kube | None = None
 # kopf runs timers concurrently with change handlers; one reconcile per cluster at a time.
@@ -222,6 +222,8 @@ def observe(
         current = (meta.get("annotations") or {}).get(builders.CONFIG_HASH) == template_hash
         pods.append(PodView(ordinal, meta["name"], running, ready, current, builders.raft_address(ref, ordinal), ip))
         problem = pod_problem(pod)
+        if problem is None and restore_running(pod):
+            problem = restore_problem(meta["name"], k.log_tail(meta["name"], ref.namespace, RESTORE_CONTAINER))
         if problem is not None:
             problems.append(problem)
         if running and ip and http is not None:

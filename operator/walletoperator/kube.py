@@ -75,5 +75,15 @@ class Kube:
             ).items
         ]
 
+    def log_tail(self, name: str, namespace: str, container: str) -> str:
+        """The last line a container wrote ("" if none, or if it cannot be read)."""
+        try:
+            text = self.core.read_namespaced_pod_log(
+                name, namespace, container=container, tail_lines=1, _request_timeout=TIMEOUT
+            )
+        except client.ApiException:
+            return ""
+        return str(text).strip()
+
     def delete_pod(self, name: str, namespace: str) -> None:
         self.core.delete_namespaced_pod(name, namespace, _request_timeout=TIMEOUT)

@@ -84,6 +84,17 @@ BAD_LEDGER_VALUES = [
         {"backup.endpoint": "https://s3", "backup.bucket": "Ledgers", "backup.credentialsSecret.name": "k"},
         "at '/backup/bucket': 'Ledgers' does not match pattern",
     ),
+    (
+        {
+            "backup.endpoint": "https://s3",
+            "backup.bucket": "ledgers",
+            "backup.credentialsSecret.name": "k",
+            "backup.schedule": "nightly",
+        },
+        "at '/backup/schedule': 'nightly' does not match pattern",
+    ),
+    ({"bootstrap.recovery.target.index": "5"}, "at '/bootstrap/recovery': missing property 'source'"),
+    ({"bootstrap.recovery.source.endpoint": "https://s3"}, "at '/bootstrap/recovery/source': missing properties"),
 ]
 
 
@@ -343,23 +354,29 @@ def test_notes_tell_what_to_do_next(helm: Helm) -> None:
     assert "WARNING" not in notes and "kubectl wallet status wallet -n ledgers" in notes
 
 
-def test_the_crd_comes_from_the_single_source_of_truth(helm: Helm, tmp_path: Path) -> None:
-    """charts/walletcluster-operator/crds/walletcluster.yaml links to crds/walletcluster.yaml, and
-    helm follows the link: the packaged chart carries the very same bytes."""
-    link = OPERATOR / "crds" / "walletcluster.yaml"
-    assert link.is_symlink() and link.resolve() == (REPO / "crds" / "walletcluster.yaml").resolve()
+def test_the_crds_come_from_the_single_source_of_truth(helm: Helm, tmp_path: Path) -> None:
+    """charts/walletcluster-operator/crds/{walletcluster,walletbackup}.yaml link to crds/, and helm
+    follows the links: the packaged chart carries the very same bytes."""
     helm.run("package", str(OPERATOR), "--destination", str(tmp_path))
-    with tarfile.open(tmp_path / "walletcluster-operator-0.1.0.tgz") as tgz:
-        member = tgz.extractfile("walletcluster-operator/crds/walletcluster.yaml")
-        assert member is not None
-        assert member.read() == (REPO / "crds" / "walletcluster.yaml").read_bytes()
+    for name in ("walletcluster.yaml", "walletbackup.yaml"):
+        link = OPERATOR / "crds" / name
+        assert link.is_symlink() and link.resolve() == (REPO / "crds" / name).resolve()
+        with tarfile.open(tmp_path / "walletcluster-operator-0.1.0.tgz") as tgz:
+            member = tgz.extractfile(f"walletcluster-operator/crds/{name}")
+            assert member is not None
+            assert member.read() == (REPO / "crds" / name).read_bytes()
     shown = helm.run("show", "crds", str(OPERATOR)).stdout
-    assert "name: walletclusters.ledger.walletcluster.io" in shown and "name: kopfpeerings.kopf.dev" in shown
+    for crd in (
+        "walletclusters.ledger.walletcluster.io",
+        "walletbackups.ledger.walletcluster.io",
+        "kopfpeerings.kopf.dev",
+    ):
+        assert f"name: {crd}" in shown
 
 
 def test_default_roles_include_walletclusters(helm: Helm, kubectl: Kubectl, namespace: str) -> None:
-    """With the chart's aggregated ClusterRoles, Kubernetes' "edit" role may manage WalletClusters and
-    "view" may read them (checked by the API server's authorizer, as those users)."""
+    """With the chart's aggregated ClusterRoles, Kubernetes' "edit" role may manage WalletClusters
+    and WalletBackups and "view" may read them (checked by the API server's authorizer, as those users)."""
     aggregated = [
         d
         for d in render(helm, OPERATOR, namespace, "-s", "templates/aggregated-roles.yaml")
@@ -374,10 +391,10 @@ def test_default_roles_include_walletclusters(helm: Helm, kubectl: Kubectl, name
                 "create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}", f"--user={user}", "-n", namespace
             )
 
-        def can(user: str, verb: str, subresource: str = "") -> bool:
-            wc = "walletclusters.ledger.walletcluster.io"
+        def can(user: str, verb: str, subresource: str = "", kind: str = "walletclusters") -> bool:
             sub = [f"--subresource={subresource}"] if subresource else []
-            answer = kubectl.run("auth", "can-i", verb, wc, *sub, "-n", namespace, "--as", user, check=False)
+            what = f"{kind}.ledger.walletcluster.io"
+            answer = kubectl.run("auth", "can-i", verb, what, *sub, "-n", namespace, "--as", user, check=False)
             return answer.stdout.strip() == "yes"
 
         wait_until("aggregation into the edit role", lambda: can("ed", "create"), timeout=30)
@@ -385,6 +402,8 @@ def test_default_roles_include_walletclusters(helm: Helm, kubectl: Kubectl, name
         assert not can("ed", "patch", "status"), "the status is the operator's"
         wait_until("aggregation into the view role", lambda: can("vi", "list"), timeout=30)
         assert can("vi", "get", "status") and not can("vi", "create") and not can("vi", "patch", "scale")
+        assert can("ed", "create", kind="walletbackups") and can("vi", "list", kind="walletbackups")
+        assert not can("vi", "create", kind="walletbackups") and not can("ed", "patch", "status", "walletbackups")
     finally:
         kubectl.run("delete", "clusterrole", *names, "--ignore-not-found", check=False)
 

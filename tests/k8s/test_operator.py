@@ -122,6 +122,34 @@ def test_invalid_walletclusters_are_rejected_with_clear_messages(crd: None, kube
     assert "credentialsSecret: Required value" in rejected(
         kubectl, namespace, cluster("other", backup={"endpoint": "https://s3.example.com", "bucket": "ledgers"})
     )
+    assert "backup.schedule must be a cron expression" in rejected(
+        kubectl, namespace, cluster("other", backup={**backup, "schedule": "every night"})
+    )
+    assert "should be greater than 0" in rejected(
+        kubectl, namespace, cluster("other", backup={**backup, "retention": {"days": 0}})
+    )
+    both = {"recovery": {"source": backup, "target": {"index": 5, "time": "2026-11-30T09:00:00Z"}}}
+    assert "takes one of latest, index or time" in rejected(kubectl, namespace, cluster("other", bootstrap=both))
+    recovered = {"recovery": {"source": backup, "target": {"index": 5}}}
+    kubectl.apply(cluster("restored", bootstrap=recovered), namespace)
+    moved = json.dumps({"spec": {"bootstrap": {"recovery": {"target": {"index": 6}}}}})
+    changed = kubectl.run("patch", "wc", "restored", "-n", namespace, "--type", "merge", "-p", moved, check=False)
+    assert changed.returncode != 0 and "bootstrap cannot be changed" in changed.stderr
+    dropped = kubectl.run(
+        "patch",
+        "wc",
+        "restored",
+        "-n",
+        namespace,
+        "--type",
+        "json",
+        "-p",
+        '[{"op":"remove","path":"/spec/bootstrap"}]',
+        check=False,
+    )
+    assert dropped.returncode != 0 and "bootstrap cannot be added or removed" in dropped.stderr
+    wbk = {"apiVersion": "ledger.walletcluster.io/v1alpha1", "kind": "WalletBackup", "metadata": {"name": "b"}}
+    assert "spec.cluster: Required value" in rejected(kubectl, namespace, {**wbk, "spec": {}})
 
 
 @pytest.fixture

@@ -31,9 +31,10 @@ def cluster(name: str = "wallet", **spec: Any) -> dict[str, Any]:
 
 
 class Operator:
-    """The operator as a local process with the admin kubeconfig: started, SIGKILLed, restarted."""
+    """The operator as a local process with the admin kubeconfig: started, SIGKILLed, restarted.
+    It watches `namespace`, or every namespace (None: what the operator chart does by default)."""
 
-    def __init__(self, kubeconfig: str, namespace: str, log: Path, *extra: str) -> None:
+    def __init__(self, kubeconfig: str, namespace: str | None, log: Path, *extra: str) -> None:
         self.kubeconfig, self.namespace, self.log, self.extra = kubeconfig, namespace, log, extra
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -42,7 +43,8 @@ class Operator:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = port = s.getsockname()[1]
-        command = [sys.executable, "-m", "walletoperator", "-n", self.namespace, "--log-format", "plain"]
+        watch = ["-n", self.namespace] if self.namespace else ["--all-namespaces"]
+        command = [sys.executable, "-m", "walletoperator", *watch, "--log-format", "plain"]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [*command, "--liveness", f"http://127.0.0.1:{port}/healthz", *self.extra],

@@ -11,7 +11,7 @@ import pytest
 
 from walletoperator import builders
 from walletoperator.backups import next_run
-from walletoperator.diagnosis import pod_problem
+from walletoperator.diagnosis import pod_problem, restore_problem, restore_running
 from walletoperator.handlers import backup_condition
 from walletoperator.plan import Observed, decide
 from walletoperator.spec import ClusterRef
@@ -80,6 +80,7 @@ def test_a_restored_cluster_is_a_new_ledger_with_an_id_and_archive_of_its_own() 
     assert a[a.index("--peers") + 1] == builders.raft_address(RESTORED, 0), "member 0 alone founds the ledger"
     assert a[a.index("--target") + 1] == "42" and a[a.index("--cluster-id") + 1] == "prod/wallet@01234567"
     assert "--if-empty" in a and a[a.index("--for-member") + 1] == "$(POD_NAME)"
+    assert "--retry" in a, "failures are retried in place, not by the kubelet in a crash loop"
     init_env = {e["name"]: e.get("value", e.get("valueFrom")) for e in init["env"]}
     assert init_env["WALLET_BACKUP_PREFIX"] == "prod/wallet", "the source: where a cluster of this name archived"
     assert init_env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "s3-keys", "key": "AWS_ACCESS_KEY_ID"}}
@@ -121,6 +122,19 @@ def test_a_failed_restore_is_named_with_walletctls_last_words() -> None:
     assert "exit code 1" in str(pod_problem(failed_restore(None)))
     succeeded = failed_restore("error: earlier", state={"terminated": {"exitCode": 0, "reason": "Completed"}})
     assert pod_problem(succeeded) is None, "a restore that succeeded after a retry is not a problem"
+
+
+def test_a_restore_that_tries_again_is_named_from_its_log() -> None:
+    running = failed_restore(None, state={"running": {"startedAt": "2026-06-01T10:00:00Z"}})
+    assert restore_running(running) and not restore_running(failed_restore(None))
+    line = "error: the archive has no entry 1201 (trying again in 40s)"
+    problem = restore_problem("wallet-0", line)
+    assert problem is not None and problem.reason == "RecoveryFailed"
+    assert (
+        problem.message
+        == "wallet-0: the restore from the backup failed: the archive has no entry 1201 (trying again in 40s)"
+    )
+    assert restore_problem("wallet-0", "") is None, "restoring, nothing wrong (yet)"
 
 
 def test_backup_failing_names_the_object_stores_error() -> None:

@@ -108,4 +108,8 @@ operator/walletoperator (handlers.py, kube.py, builders.py) make, nothing more.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, delete]
+# spec.bootstrap.recovery: the restore init container's last log line (why it is trying again).
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
 {{- end }}

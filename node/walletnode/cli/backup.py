@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 4
+#: walletctl restore --retry: the first pause after a failure, and the longest.
+RETRY_FIRST_S, RETRY_MAX_S = 10.0, 300.0
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> None:
@@ -244,6 +246,12 @@ def parse_target(text: str) -> Target:
     "one of --peers; any other member passes (it joins later and the leader sends it the store)",
 )
 @click.option("--if-empty", is_flag=True, help="A directory that holds a ledger already is left as it is (exit 0)")
+@click.option(
+    "--retry",
+    is_flag=True,
+    help="On failure, say why and try again (after 10 s, doubling to 5 min) until it succeeds: for an init "
+    "container, which the kubelet would otherwise restart in a crash loop",
+)
 @click.pass_obj
 def restore(
     ctx: Context,
@@ -253,6 +261,7 @@ def restore(
     target: str,
     for_member: str | None,
     if_empty: bool,
+    retry: bool,
     **kw: Any,
 ) -> None:
     """Make DATA_DIR a founding member of a new ledger restored from the archive: restore every
@@ -273,10 +282,17 @@ def restore(
         click.echo(f"{data_dir} holds a ledger already: left as it is", err=True)
         return
     archive = _archive(kw)
-    try:
-        done = restore_into(archive, data_dir, goal, cluster_id, {raft_id(m.id): m.raft_address for m in members})
-    except _archive_errors() as exc:
-        _fail(str(exc))
+    pause = RETRY_FIRST_S
+    while True:
+        try:
+            done = restore_into(archive, data_dir, goal, cluster_id, {raft_id(m.id): m.raft_address for m in members})
+            break
+        except _archive_errors() as exc:
+            if not retry:
+                _fail(str(exc))
+            click.echo(f"error: {exc} (trying again in {pause:.0f}s)", err=True)
+            time.sleep(pause)
+            pause = min(pause * 2, RETRY_MAX_S)
     ctx.emit(
         msgspec.to_builtins(done),
         lambda: (
