@@ -195,6 +195,7 @@ def test_backups_under_load_and_restores_into_new_clusters_at_latest_an_index_an
         finally:
             writer.close()
         acked = [(command_id, command) for command_id, _, command in writer.acked]
+        print(f"{len(acked)} transfers acknowledged; cut at entry {cut_seq}, last {last['audit_index']}; bases {names}")
         archive = Archive(S3Store(s3.location(f"{source}/wallet")), "")
         assert [b.name for b in archive.bases()] == [names[-1]], "retention kept only the newest base backup"
         assert archive.segments()[0].first <= archive.bases()[0].seq + 1, "and every entry after it"
@@ -220,9 +221,13 @@ def test_backups_under_load_and_restores_into_new_clusters_at_latest_an_index_an
             at_index: (1, cut_seq, cut_hash, cut_acked),
             at_time: (1, cut_seq, cut_hash, cut_acked),
         }
+        applied = time.monotonic()
         for namespace, (members, seq, audit_hash, present) in expected.items():
             up = functools.partial(running_with, kubectl, namespace, members)
             wait_until(f"the restored cluster in {namespace}", up, timeout=300)
+            print(
+                f"{namespace}: {members} member(s) at entry {seq} Running {time.monotonic() - applied:.0f}s after apply"
+            )
             got = status(kubectl, namespace)
             assert got["recovery"]["phase"] == "Recovered", got["recovery"]
             uid = kubectl.get("wc", "wallet", namespace)["metadata"]["uid"]  # type: ignore[index]
