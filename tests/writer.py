@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import datetime
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from nacl.signing import SigningKey
 
 from walletnode.client import WalletClient, new_id
 from walletnode.ledger.commands import Transfer
 from walletnode.ledger.signing import public_hex, sign
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A point in the ledger's history: its entry and audit hash there, how many transfers had
+    been acknowledged, and a time after all of them and before any later one."""
+
+    seq: int
+    audit_hash: str
+    acked: int
+    time: datetime.datetime
 
 
 class Writer:
@@ -57,3 +72,20 @@ class Writer:
     def close(self) -> None:
         self._stop = True
         self._thread.join(30)
+
+    def cut(self, settled: Callable[[], dict[str, Any]], after: int = 40) -> Cut:
+        """Pause, note where the ledger is (`settled`: the leader's status once it stays put) and
+        a time between the transfers before and after; then `after` more transfers, and pause."""
+        self.pause()
+        at = settled()
+        acked = len(self.acked)
+        time.sleep(0.4)
+        when = datetime.datetime.now(datetime.UTC)
+        time.sleep(0.4)
+        self.resume()
+        deadline = time.monotonic() + 60
+        while len(self.acked) < acked + after:
+            assert time.monotonic() < deadline, f"only {len(self.acked) - acked} transfers after the cut in 60s"
+            time.sleep(0.05)
+        self.pause()
+        return Cut(at["audit_index"], at["audit_hash"], acked, when)

@@ -9,7 +9,6 @@ is conserved, and the audit hash is the source's at that entry.
 
 from __future__ import annotations
 
-import datetime
 import functools
 import json
 import os
@@ -145,14 +144,8 @@ def test_restores_at_latest_at_an_entry_and_at_a_time_hold_exactly_what_was_ackn
         # The cut: everything acknowledged so far is at or before entry `cut_seq` and time `cut_time`.
         leader = source.leader()
         assert leader is not None
-        cut = settled_status(source, leader)
-        cut_seq, cut_hash, cut_acked = cut["audit_index"], cut["audit_hash"], len(writer.acked)
-        time.sleep(0.3)
-        cut_time = datetime.datetime.now(datetime.UTC)
-        time.sleep(0.3)
-        writer.resume()
-        wait_for(lambda: len(writer.acked) >= cut_acked + 40, 60, "transfers after the cut")
-        writer.pause()
+        cut = writer.cut(functools.partial(settled_status, source, leader))
+        cut_seq, cut_hash, cut_acked, cut_time = cut.seq, cut.audit_hash, cut.acked, cut.time
         last = wait_archived(source, leader)
         assert base["seq"] < cut_seq
     finally:

@@ -13,7 +13,6 @@ store and a corrupt object each show as a condition with the store's words.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 import random
 import subprocess
@@ -177,15 +176,8 @@ def test_backups_under_load_and_restores_into_new_clusters_at_latest_an_index_an
                 names.append(wait_until("a scheduled base backup", lambda: new_backup(kubectl, source, names), 150, 2))
             assert any(r.startswith("BackupTaken: base backup") for r in reasons_in(kubectl, source))
             # The cut: everything acknowledged so far is at or before entry cut_seq and time cut_time.
-            writer.pause()
-            cut = settled(client, urls)
-            cut_seq, cut_hash, cut_acked = cut["audit_index"], cut["audit_hash"], len(writer.acked)
-            time.sleep(0.5)
-            cut_time = datetime.datetime.now(datetime.UTC)
-            time.sleep(0.5)
-            writer.resume()
-            wait_until("transfers after the cut", lambda: len(writer.acked) >= cut_acked + 40, timeout=60)
-            writer.pause()
+            cut = writer.cut(functools.partial(settled, client, urls))
+            cut_seq, cut_hash, cut_acked, cut_time = cut.seq, cut.audit_hash, cut.acked, cut.time
             last = settled(client, urls)
             wait_until(
                 "the archive to hold every entry",
