@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -154,6 +154,28 @@ def volume_gauges(metrics: Metrics, data_dir: str) -> None:
     metrics.gauge("walletnode_data_volume_size_bytes", "Size of the data volume", read("size"))
     metrics.gauge("walletnode_data_volume_used_bytes", "Bytes used on the data volume", read("used"))
     metrics.gauge("walletnode_data_volume_free_bytes", "Bytes free on the data volume for the node", read("free"))
+
+
+class ArchiveReport(Protocol):
+    """What the archive gauges read of the node's archiver (backup/archiver.py)."""
+
+    error: str | None
+    archived_at: float
+
+
+def archive_gauges(metrics: Metrics, archiver: Callable[[], ArchiveReport | None]) -> None:
+    """The continuous archive (0 on a node without --backup-*): whether uploads fail, and when the
+    last one succeeded (only the leader uploads)."""
+    metrics.gauge(
+        "walletnode_archive_failing",
+        "1 while this member's uploads to the object store fail (it retries; writes go on)",
+        lambda: float(bool((a := archiver()) is not None and a.error)),
+    )
+    metrics.gauge(
+        "walletnode_archive_last_upload_timestamp_seconds",
+        "Unix time of this member's last successful archive upload (0: none)",
+        lambda: (a.archived_at if (a := archiver()) is not None else 0.0),
+    )
 
 
 def raft_gauges(metrics: Metrics, status: Callable[[], dict[str, Any]]) -> None:

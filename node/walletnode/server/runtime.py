@@ -23,7 +23,7 @@ from . import identity
 from .batcher import GroupCommitter, OutcomeUnknown, Unavailable
 from .events import EventFeed
 from .machine import LedgerMachine
-from .metrics import Metrics, raft_gauges, volume_gauges
+from .metrics import Metrics, archive_gauges, raft_gauges, volume_gauges
 from .verifier import Verifier
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class LedgerNode:
         await self.raft.start()
         raft_gauges(self.metrics, self.raft.status)
         volume_gauges(self.metrics, self.config.data_dir)
+        archive_gauges(self.metrics, lambda: self.archiver)
         self.committer = GroupCommitter(self.raft, observe_commit=self.metrics.commit_seconds.observe)
         self._tasks.append(asyncio.create_task(self._keep_minters_configured()))
         if self.archiver is not None:
