@@ -220,8 +220,11 @@ def permissions(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 # operator/walletoperator); a change here must be deliberate.
 NAMESPACED = (
     {("ledger.walletcluster.io", "walletclusters", v) for v in ("get", "list", "watch", "patch")}
+    | {("ledger.walletcluster.io", "walletbackups", v) for v in ("get", "list", "watch", "patch")}
     | {
         ("ledger.walletcluster.io", "walletclusters/status", "patch"),
+        ("ledger.walletcluster.io", "walletbackups/status", "patch"),
+        ("", "pods/log", "get"),  # spec.bootstrap.recovery: why the restore tries again
         ("", "events", "create"),
         ("", "secrets", "get"),
         ("", "secrets", "create"),
@@ -263,11 +266,20 @@ def test_rbac_is_least_privilege(helm: Helm) -> None:
     assert sorted(roles) == [f"ClusterRole//rel-walletcluster-operator-ops{s}" for s in ("", "-edit", "-view")]
     assert permissions(roles["ClusterRole//rel-walletcluster-operator-ops"]) == NAMESPACED | CRD_WATCH
     group = "ledger.walletcluster.io"
+    readable = (
+        "walletclusters",
+        "walletclusters/status",
+        "walletclusters/scale",
+        "walletbackups",
+        "walletbackups/status",
+    )
     assert permissions(roles["ClusterRole//rel-walletcluster-operator-ops-view"]) == {
-        (group, f"walletclusters{sub}", verb) for sub in ("", "/status", "/scale") for verb in ("get", "list", "watch")
+        (group, resource, verb) for resource in readable for verb in ("get", "list", "watch")
     }
     assert permissions(roles["ClusterRole//rel-walletcluster-operator-ops-edit"]) == {
-        (group, "walletclusters", verb) for verb in ("create", "update", "patch", "delete", "deletecollection")
+        (group, kind, verb)
+        for kind in ("walletclusters", "walletbackups")
+        for verb in ("create", "update", "patch", "delete", "deletecollection")
     } | {(group, "walletclusters/scale", verb) for verb in ("update", "patch")}
 
     # Watched namespaces: a Role in each, and a ClusterRole that can only list and watch (here without
