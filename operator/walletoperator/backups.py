@@ -18,7 +18,7 @@ import httpx
 import kopf
 from croniter import CroniterBadCronError, croniter
 
-from . import builders, credentials
+from . import builders, credentials, metrics
 from .handlers import admin_call, cluster_ref, kopf_now, kube, node_client
 from .spec import GROUP, VERSION, ClusterRef, Spec
 
@@ -110,6 +110,8 @@ def scheduled_backup(
     wanted = Spec.parse(dict(spec))
     if wanted.backup is None or wanted.backup.schedule is None or wanted.paused:
         return
+    for outcome in ("ok", "failed"):  # present at 0, so that an alert's increase() sees the first failure
+        metrics.base_backups.labels(namespace or "default", name, "schedule", outcome)
     status = body.get("status") or {}
     backup = status.get("backup") or {}
     since = _when(backup.get("lastScheduleTime") or body.metadata["creationTimestamp"])
@@ -130,9 +132,11 @@ def scheduled_backup(
     try:
         pod, taken = take_base_backup(ref, wanted, status)
     except BackupFailed as exc:
+        metrics.base_backups.labels(ref.namespace, name, "schedule", "failed").inc()
         patch.status["backup"]["lastError"] = str(exc)
         kopf.warn(body, reason="BackupFailed", message=f"scheduled base backup: {exc}")
         return
+    metrics.base_backups.labels(ref.namespace, name, "schedule", "ok").inc()
     patch.status["backup"].update(lastBackup=last_backup(pod, taken), lastError=None)
     kopf.info(body, reason="BackupTaken", message=_taken_message(pod, taken))
 
@@ -161,6 +165,7 @@ def on_demand_backup(
     cluster = k.get(f"{GROUP}/{VERSION}", "WalletCluster", spec["cluster"], namespace)
 
     def failed(why: str) -> None:
+        metrics.base_backups.labels(namespace, spec["cluster"], "walletbackup", "failed").inc()
         patch.status.update(phase="Failed", startedAt=started, completedAt=kopf_now(), message=why)
         kopf.warn(body, reason="BackupFailed", message=why)
         if cluster is not None:
@@ -182,6 +187,7 @@ def on_demand_backup(
         pod, taken = take_base_backup(ref, wanted, cluster.get("status") or {})
     except BackupFailed as exc:
         return failed(str(exc))
+    metrics.base_backups.labels(namespace, spec["cluster"], "walletbackup", "ok").inc()
     done = last_backup(pod, taken)
     manifest = taken["backup"]
     patch.status.update(

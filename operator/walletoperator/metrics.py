@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-PHASES = ("Creating", "Running", "Scaling", "Upgrading", "Degraded", "QuorumLost", "Paused")
+PHASES = ("Creating", "Restoring", "Running", "Scaling", "Upgrading", "Degraded", "QuorumLost", "Paused")
 CLUSTER = ["walletcluster_namespace", "walletcluster"]
 
 registry = CollectorRegistry()
@@ -38,6 +38,13 @@ steps = Counter(
     "walletoperator_steps_total",
     "Steps taken on a WalletCluster (add_member, remove_member, transfer_leadership, delete_pod) by outcome",
     [*CLUSTER, "kind", "outcome"],
+    registry=registry,
+)
+
+base_backups = Counter(
+    "walletoperator_base_backups_total",
+    "Base backups the operator asked a member for, by trigger (schedule, walletbackup) and outcome (ok, failed)",
+    [*CLUSTER, "trigger", "outcome"],
     registry=registry,
 )
 
