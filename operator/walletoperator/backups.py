@@ -18,8 +18,8 @@ import httpx
 import kopf
 from croniter import CroniterBadCronError, croniter
 
-from . import builders, credentials, metrics
-from .handlers import admin_call, cluster_ref, kopf_now, kube, node_client
+from . import builders, metrics
+from .handlers import TIME_FORMAT, admin_call, cluster_ref, kopf_now, kube, node_client, pod_ready, settle_credentials
 from .spec import GROUP, VERSION, ClusterRef, Spec
 
 BACKUPS = "walletbackups"
@@ -36,22 +36,14 @@ def take_base_backup(ref: ClusterRef, wanted: Spec, status: dict[str, Any]) -> t
     member's name and its answer (the manifest, and what retention deleted)."""
     assert wanted.backup is not None
     k = kube()
-    creds, issued = credentials.settle(
-        ref,
-        wanted,
-        k.secret_data(builders.ca_secret_name(ref), ref.namespace),
-        k.secret_data(builders.tls_secret_name(ref), ref.namespace),
-        k.secret_data(builders.admin_secret_name(ref), ref.namespace),
-        datetime.datetime.now(datetime.UTC),
-    )
+    creds, issued = settle_credentials(k, ref, wanted)
     if issued:
         raise BackupFailed("the cluster's credentials are not in place yet")
     members = set(status.get("members") or [])
     ready = []
     for pod in k.pods(ref.namespace, builders.selector(ref)):
         name, ip = pod["metadata"]["name"], (pod.get("status") or {}).get("podIP")
-        conditions = (pod.get("status") or {}).get("conditions") or []
-        if name in members and ip and any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+        if name in members and ip and pod_ready(pod):
             ready.append((name == status.get("leader"), name, ip))  # followers first
     if not ready:
         raise BackupFailed("no member is ready to take it")
@@ -90,7 +82,7 @@ def last_backup(pod: str, taken: dict[str, Any]) -> dict[str, Any]:
 
 
 def _when(text: str) -> datetime.datetime:
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    return datetime.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=datetime.UTC)
 
 
 def next_run(schedule: str, after: datetime.datetime) -> datetime.datetime:
@@ -128,7 +120,7 @@ def scheduled_backup(
     if not status.get("leader") and status.get("phase") in (None, "Creating", "Restoring"):
         return  # not up yet: the backup is taken once it is
     ref = cluster_ref(name, namespace, uid, spec)
-    patch.status["backup"] = {"lastScheduleTime": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    patch.status["backup"] = {"lastScheduleTime": now.strftime(TIME_FORMAT)}
     try:
         pod, taken = take_base_backup(ref, wanted, status)
     except BackupFailed as exc:

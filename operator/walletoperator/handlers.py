@@ -112,14 +112,7 @@ def _reconcile(body: kopf.Body, spec: kopf.Spec, ref: ClusterRef, patch: kopf.Pa
     wanted = Spec.parse(dict(spec))
     k = kube()
     secret_value = k.secret_value(f"{name}-secret", namespace, builders.SECRET_KEY)
-    creds, issued = credentials.settle(
-        ref,
-        wanted,
-        k.secret_data(builders.ca_secret_name(ref), namespace),
-        k.secret_data(builders.tls_secret_name(ref), namespace),
-        k.secret_data(builders.admin_secret_name(ref), namespace),
-        datetime.datetime.now(datetime.UTC),
-    )
+    creds, issued = settle_credentials(k, ref, wanted)
     before = body.get("status") or {}
     restoring = wanted.recovery is not None and (before.get("recovery") or {}).get("phase") != "Recovered"
     seen, node_keys, archive = observe(k, ref, wanted, creds, restoring)
@@ -154,6 +147,26 @@ def _reconcile(body: kopf.Body, spec: kopf.Spec, ref: ClusterRef, patch: kopf.Pa
     if plan.action is not None:
         take(plan.action, ref, seen, creds, body, logger)
     _status(patch, body, wanted, seen, plan.phase, conditions, ref, creds, node_keys)
+
+
+def settle_credentials(k: Kube, ref: ClusterRef, wanted: Spec) -> tuple[Credentials, list[str]]:
+    """The cluster's credentials from its Secrets, and what would have to be issued (credentials.settle)."""
+    return credentials.settle(
+        ref,
+        wanted,
+        k.secret_data(builders.ca_secret_name(ref), ref.namespace),
+        k.secret_data(builders.tls_secret_name(ref), ref.namespace),
+        k.secret_data(builders.admin_secret_name(ref), ref.namespace),
+        datetime.datetime.now(datetime.UTC),
+    )
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """Ready, and not on its way out (a terminating pod counted as ready would be deleted again)."""
+    status = pod.get("status") or {}
+    return not pod["metadata"].get("deletionTimestamp") and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []
+    )
 
 
 def recovery_status(wanted: Spec) -> dict[str, Any]:
@@ -214,10 +227,7 @@ def observe(
         meta, status = pod["metadata"], pod.get("status") or {}
         ordinal = int(meta["name"].rpartition("-")[2])
         running = any("running" in (c.get("state") or {}) for c in status.get("containerStatuses") or [])
-        # A terminating pod is on its way out: counting it as ready would let the next reconcile delete it again.
-        ready = not meta.get("deletionTimestamp") and any(
-            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []
-        )
+        ready = pod_ready(pod)
         ip = status.get("podIP")
         current = (meta.get("annotations") or {}).get(builders.CONFIG_HASH) == template_hash
         pods.append(PodView(ordinal, meta["name"], running, ready, current, builders.raft_address(ref, ordinal), ip))
@@ -358,7 +368,7 @@ def _tls_status(ref: ClusterRef, wanted: Spec, creds: Credentials) -> dict[str, 
         "caConfigMap": builders.ca_config_map_name(ref) if creds.ca_bundle is not None else None,
         "secretName": builders.tls_secret_name(ref),
         "issuer": f"cert-manager {issuer['kind']}/{issuer['name']}" if issuer else "operator",
-        "notAfter": creds.not_after.strftime("%Y-%m-%dT%H:%M:%SZ") if creds.not_after else None,
+        "notAfter": creds.not_after.strftime(TIME_FORMAT) if creds.not_after else None,
     }
 
 
@@ -399,5 +409,9 @@ def _status(
     )
 
 
+#: Times in status, as Kubernetes writes them (RFC 3339, UTC, whole seconds).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def kopf_now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime(TIME_FORMAT)
